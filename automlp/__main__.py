@@ -1,0 +1,3 @@
+from automlp.cli import main
+
+main()

@@ -1,0 +1,53 @@
+"""Reading and preparing real data: missing markers, text categories, Keras .npz, splits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from automlp.data import prepare_data
+from automlp.errors import DataError
+from automlp.spec import DataSpec
+
+from conftest import EXAMPLE_DATA, SHARED_DATA
+
+
+def test_auto_mpg_question_marks_are_missing_values():
+    data = prepare_data(DataSpec(path=EXAMPLE_DATA / "auto_mpg.csv", target="mpg", drop=["car_name"],
+                                 categorical=["origin"], split_seed=3), seed=0)
+    assert data.task == "regression"
+    assert data.numeric_columns == ["cylinders", "displacement", "horsepower", "weight", "acceleration",
+                                    "model_year"]
+    assert data.feature_names[-3:] == ["origin_1", "origin_2", "origin_3"]
+    assert not np.isnan(data.X_train).any()
+    assert sum(data.sizes().values()) == 398
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "adult.csv.gz").exists(), reason="shared data not present")
+def test_adult_leading_spaces_and_question_marks():
+    data = prepare_data(DataSpec(path=SHARED_DATA / "adult.csv.gz", target="income"), seed=0)
+    assert data.task == "classification" and data.classes == ["<=50K", ">50K"]
+    assert "workclass" in data.categorical_columns
+    # ' ?' is read as missing (its own category), not as a category named '?'
+    assert "workclass___missing__" in data.feature_names and "workclass_?" not in data.feature_names
+    # stratified: both splits keep the 24% positive rate
+    assert abs(data.y_train.mean() - data.y_test.mean()) < 0.01
+
+
+def test_keras_npz_layout_uses_the_given_test_split(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "tiny_mnist.npz"
+    np.savez(path, x_train=rng.integers(0, 255, (200, 4, 4), dtype=np.uint8), y_train=np.arange(200) % 4,
+             x_test=rng.integers(0, 255, (50, 4, 4), dtype=np.uint8), y_test=np.arange(50) % 4)
+    data = prepare_data(DataSpec(path=path, val_size=0.25), seed=0)
+    assert data.sizes() == {"train": 150, "val": 50, "test": 50}
+    assert data.n_features == 16 and data.task == "classification"
+
+
+def test_missing_target_column_lists_columns(tmp_path):
+    path = tmp_path / "data.csv"
+    pd.DataFrame({"a": [1, 2], "b": [3, 4], "y": [0, 1]}).to_csv(path, index=False)
+    with pytest.raises(DataError) as e:
+        prepare_data(DataSpec(path=path, target="label"), seed=0)
+    assert str(e.value) == "data.target: column 'label' not in data.csv; columns are: a, b, y"
