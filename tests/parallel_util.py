@@ -1,0 +1,124 @@
+"""Shared helpers of the parallel tests: tiny specs, the installed console script, database servers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+AUTOMLP = str(Path(sys.executable).with_name("automlp"))
+PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+MYSQL_URL = "mysql+pymysql://root@127.0.0.1:3306/test"
+
+
+def write_spec(folder: Path, name: str, n_trials: int, epochs: int = 2, batch_size: int = 128,
+               storage: str | None = None, **study) -> Path:
+    """Iris, one hidden layer, a few epochs, random sampler, no pruner: a trial is tens of milliseconds
+    (raise `epochs` and lower `batch_size` for trials that last a second or so)."""
+    spec = {
+        "data": {"dataset": "sklearn:iris", "test_size": 0.2, "split_seed": 0},
+        "space": {"depth": 1, "width": {"low": 4, "high": 16}, "activation": "relu", "optimizer": "adam",
+                  "lr": {"low": 1e-3, "high": 1e-1, "log": True}, "alpha": 1e-4, "batch_size": batch_size,
+                  "max_epochs": epochs},
+        "training": {"early_stopping": {"enabled": False}, "device": "cpu", "threads": 1},
+        "study": {"name": name, "n_trials": n_trials, "sampler": "random", "pruner": "none", "seed": 0,
+                  **study},
+        "output": {"dir": str(folder / "studies")},
+    }
+    if storage:
+        spec["study"]["storage"] = storage
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def unique_name(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:10]}"
+
+
+def start(*args: str, cwd: Path, **kw) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([AUTOMLP, *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, **kw)
+
+
+def finish(procs: list[subprocess.Popen], timeout: float = 240) -> list[tuple[int, str, str]]:
+    out = []
+    for p in procs:
+        o, e = p.communicate(timeout=timeout)
+        out.append((p.returncode, o, e))
+    return out
+
+
+def trials_of(name: str, url: str) -> list[optuna.trial.FrozenTrial]:
+    from automlp.storage import open_storage
+
+    return optuna.load_study(study_name=name, storage=open_storage(url)).get_trials(deepcopy=False)
+
+
+def states(trials) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for t in trials:
+        out[t.state.name] = out.get(t.state.name, 0) + 1
+    return out
+
+
+def server_or_skip(url: str, what: str) -> None:
+    """Skip when the server is absent, unless AUTOMLP_REQUIRE_DB=1 (CI), where that is a failure."""
+    import sqlalchemy
+
+    try:
+        with sqlalchemy.create_engine(url, connect_args={"connect_timeout": 3}).connect():
+            return
+    except Exception as e:  # any driver or connection error means: no server to test against
+        msg = f"{what} not reachable at {url} ({type(e).__name__}); start it or unset AUTOMLP_REQUIRE_DB"
+        if os.environ.get("AUTOMLP_REQUIRE_DB") == "1":
+            pytest.fail(msg)
+        pytest.skip(msg)
+
+
+def drop_study(name: str, url: str) -> None:
+    from automlp.storage import open_storage
+
+    try:
+        optuna.delete_study(study_name=name, storage=open_storage(url))
+    except KeyError:
+        pass
+
+
+def wait_for(pred, timeout: float, what: str, poll: float = 0.1):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        v = pred()
+        if v:
+            return v
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def _trivial_worker(url: str, name: str, n_trials: int, go_at: float) -> None:
+    """A worker of the storage layer alone (no torch): open, create-or-load, run trivial trials."""
+    import threading
+
+    from automlp.storage import TrialBudget, open_storage, run_trials
+    from automlp.workers import quiet_optuna
+
+    quiet_optuna()
+    time.sleep(max(0.0, go_at - time.time()))  # both processes touch the empty storage at the same instant
+    study = optuna.create_study(study_name=name, storage=open_storage(url), load_if_exists=True,
+                                sampler=optuna.samplers.RandomSampler())
+    mine = []
+    run_trials(study, lambda t: t.suggest_float("x", -1, 1) ** 2, TrialBudget(n_trials), stop=threading.Event(),
+               callbacks=[lambda s, t: mine.append(t.state.name)])
+    print(f"ran {len(mine)}")
+
+
+if __name__ == "__main__":
+    _trivial_worker(sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]))

@@ -1,0 +1,81 @@
+"""Faults of `automlp search --workers N`: a worker killed mid-trial, and Ctrl-C then resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import pytest
+from optuna.trial import TrialState
+
+from automlp.storage import WORKER_ATTR
+from parallel_util import finish, start, states, trials_of, wait_for, write_spec
+
+pytestmark = pytest.mark.slow
+
+
+def _journal(tmp_path, name):
+    return f"journal://{tmp_path / 'studies' / name / 'study.journal'}"
+
+
+def _running_child_trial(url, parent_pid):
+    """A trial that a worker process (not the parent) is running right now, with its worker's pid."""
+    try:
+        trials = trials_of(url.rsplit("/", 2)[-2], url)
+    except (KeyError, FileNotFoundError):
+        return None
+    for t in trials:
+        rec = t.system_attrs.get(WORKER_ATTR)
+        if t.state == TrialState.RUNNING and rec and rec["trial_id"] == t._trial_id and rec["pid"] != parent_pid:
+            return t.number, rec["pid"]
+    return None
+
+
+def test_a_worker_killed_mid_trial_is_retried_and_the_budget_still_completes(tmp_path):
+    spec = write_spec(tmp_path, "kill", n_trials=6, epochs=40, batch_size=8)  # trials of about a second
+    url = _journal(tmp_path, "kill")
+    proc = start("search", str(spec), "--workers", "3", "-q", "--no-report", cwd=tmp_path)
+    number, pid = wait_for(lambda: _running_child_trial(url, proc.pid), 120, "a worker to run a trial")
+    os.kill(pid, signal.SIGKILL)
+    [(rc, out, err)] = finish([proc])
+    assert rc == 0, err
+    assert f"(pid {pid}) ended with signal 9" in err
+    trials = trials_of("kill", url)
+    by_number = {t.number: t for t in trials}
+    assert by_number[number].state == TrialState.FAIL
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == number]
+    assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
+    assert by_number[number].params.items() <= retries[0].params.items()  # what it had sampled when killed
+    assert states(trials) == {"COMPLETE": 6, "FAIL": 1}
+    summary = json.loads((tmp_path / "studies" / "kill" / "summary.json").read_text())
+    assert summary["trials"] == {"COMPLETE": 6, "FAIL": 1} and summary["best"] is not None
+
+
+def test_ctrl_c_stops_all_workers_writes_the_summary_and_the_same_command_resumes(tmp_path):
+    spec = write_spec(tmp_path, "intr", n_trials=6, epochs=40, batch_size=8)
+    url = _journal(tmp_path, "intr")
+    cmd = ("search", str(spec), "--workers", "2", "-q", "--no-report")
+    proc = start(*cmd, cwd=tmp_path, start_new_session=True)  # its own process group, like a terminal's job
+
+    def some_finished_and_one_running():
+        if _running_child_trial(url, proc.pid) is None:
+            return False
+        return any(t.state == TrialState.COMPLETE for t in trials_of("intr", url))
+
+    wait_for(some_finished_and_one_running, 120, "a finished trial and a running one")
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does: SIGINT to every process of the foreground group
+    [(rc, out, err)] = finish([proc], timeout=60)
+    assert rc == 130, err
+    assert "interrupted: the running trials were marked FAIL; run the same command to resume" in err
+    trials = trials_of("intr", url)
+    n = states(trials)
+    assert n.get("RUNNING", 0) == 0 and n.get("WAITING", 0) == 0, n
+    assert 1 <= n["COMPLETE"] < 6, n  # FAIL: 0 to 2 (a worker between two trials stops without one)
+    summary = json.loads((tmp_path / "studies" / "intr" / "summary.json").read_text())
+    assert summary["trials"] == n and summary["best"] is not None
+
+    [(rc, out, err)] = finish([start(*cmd, cwd=tmp_path)])
+    assert rc == 0, err
+    n2 = states(trials_of("intr", url))
+    assert n2["COMPLETE"] == 6 and n2.get("FAIL", 0) == n.get("FAIL", 0) and "RUNNING" not in n2, n2
