@@ -1,0 +1,186 @@
+"""The population path of the search: Optuna's ask-and-tell around stacks of trials.
+
+One generation: ask a leader trial and sample it; enqueue K-1 trials that fix the leader's structural choices
+(depth, activation, optimizer, batch_size, max_epochs; `study.enqueue_trial` takes a partial set, the sampler fills
+in the rest: widths, lr, alpha, dropout, momentum, the lr schedule), ask and sample those. The TPE sampler of
+Optuna 5 uses the constant liar, so trials asked while others run spread out instead of piling onto one point.
+The trials are grouped by `stack_key` (an enqueued trial taken by another worker leaves a fresh one that may not
+fit the leader's stack), each group is trained as one stack, every member's validation score is reported each
+epoch and each member is pruned on its own; then every trial is told. Trials carry the same params and user attrs
+as sequential ones (plus "population": the stack's size and batch seed), so report and export read them alike.
+
+No trial is left RUNNING: whatever was asked and not told when an exception (or Ctrl-C) passes is told FAIL.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable
+
+import optuna
+import torch
+from optuna.trial import TrialState
+
+from automlp.data import TrainData
+from automlp.metrics import score_all
+from automlp.model import MLPConfig, count_params
+from automlp.population.train import stack_key, train_population
+from automlp.search import (Objective, TrialRun, configs_from_params, params_of, record_run, run_config,
+                            suggest_params, trial_seed)  # fmt: skip
+from automlp.spec import Spec
+from automlp.train import TrainConfig, predict
+
+STRUCTURAL = ("depth", "activation", "optimizer", "batch_size", "max_epochs")
+# bench/population.py, 2 CPU cores: the rate per member-epoch peaks when a step's stacked matrix products reach
+# about K x batch x params = 5e7 multiply-adds (K = 16-32 for 2x128 nets at batch 128) and falls beyond.
+CPU_STEP_MACS = 5e7
+CPU_POPULATION = (8, 32)
+GPU_POPULATION = 128
+Callback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
+
+
+def _upper(param) -> float:
+    values = param.grid_values()
+    if values:
+        return max(values)
+    return param.value if param.is_fixed else param.high
+
+
+def population_size(spec: Spec, n_inputs: int, n_outputs: int, device: torch.device) -> int:
+    """training.population, or for auto: as many members as the device runs well and its memory holds."""
+    if spec.training.population != "auto":
+        return int(spec.training.population)
+    space = spec.space
+    width, depth, batch = int(_upper(space.width)), int(_upper(space.depth)), int(_upper(space.batch_size))
+    n_params = count_params(MLPConfig(n_inputs, n_outputs, (width,) * depth))
+    # params, grads, two optimizer moments, the best-epoch snapshot; activations of a batch kept for backward
+    per_member = 4 * (6 * n_params + 4 * batch * (width * depth + n_outputs))
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return max(1, min(GPU_POPULATION, int(0.5 * free // per_member)))
+    low, high = CPU_POPULATION
+    k = min(high, max(low, round(CPU_STEP_MACS / (batch * n_params))))
+    return max(1, min(k, int(2 * 2**30 // per_member)))
+
+
+def optimize_population(objective: Objective, study: optuna.Study, n_trials: int | None, timeout: float | None,
+                        callbacks: list[Callback]) -> None:  # fmt: skip
+    """Run generations of stacked trials until n_trials are told or the timeout has passed."""
+    tensors = objective.tensors
+    k_max = population_size(objective.spec, objective.data.n_features, objective.data.n_outputs, tensors.device)
+    start, n_told = time.perf_counter(), 0
+    deadline = None if timeout is None else start + timeout
+    while n_trials is None or n_told < n_trials:
+        if deadline is not None and time.perf_counter() >= deadline:
+            break
+        k = k_max if n_trials is None else min(k_max, n_trials - n_told)
+        n_told += run_generation(objective, study, k, callbacks, deadline)
+        if tensors.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def run_generation(objective: Objective, study: optuna.Study, k: int, callbacks: list[Callback],
+                   deadline: float | None = None) -> int:  # fmt: skip
+    """Ask up to k trials, train them in stacks, tell them all; returns how many were told.
+
+    A generation lasts as long as its longest member, so unlike study.optimize (which lets the running trial
+    finish) members still training when the search's timeout passes are stopped there and told PRUNED.
+    """
+    asked: list[optuna.Trial] = []
+    told: set[int] = set()
+    try:
+        members = _ask(objective, study, k, asked)
+        groups: dict[tuple, list] = defaultdict(list)
+        for m in members:
+            groups[stack_key(m[1], m[2]) or ("alone", m[0].number)].append(m)
+        for group in groups.values():
+            _train_group(objective, study, group, told, callbacks, deadline)
+    finally:
+        for trial in asked:
+            if trial.number not in told:
+                study.tell(trial, state=TrialState.FAIL)
+    return len(asked)
+
+
+def _ask(objective: Objective, study: optuna.Study, k: int, asked: list) -> list[tuple]:
+    spec, data, metric = objective.spec, objective.data, objective.metric
+    leader = study.ask()
+    asked.append(leader)
+    params = [suggest_params(leader, spec)]
+    fixed = {name: leader.params[name] for name in STRUCTURAL if name in leader.params}
+    if params[0]["optimizer"] != "lbfgs":  # lbfgs trains full-batch with a line search: never stacked
+        for _ in range(k - 1):
+            study.enqueue_trial(fixed)
+            trial = study.ask()
+            asked.append(trial)
+            params.append(suggest_params(trial, spec))
+    members = []
+    for trial, p in zip(asked, params):
+        mlp, tc = configs_from_params(p, spec, data, metric, trial_seed(spec.study.seed, trial.number))
+        members.append((trial, mlp, tc))
+    return members
+
+
+def _train_group(objective: Objective, study: optuna.Study, group: list, told: set[int],
+                 callbacks: list[Callback], deadline: float | None) -> None:  # fmt: skip
+    data, tensors = objective.data, objective.tensors
+    trials = [t for t, _, _ in group]
+    try:
+        if len(group) == 1:
+            trial, mlp, tc = group[0]
+            runs = [run_config(mlp, tc, data, tensors, lambda e, v: _report(trial, e, v))]
+        else:
+            runs = _train_stack(group, data, tensors, deadline)
+    except torch.OutOfMemoryError:
+        return  # like study.optimize(catch=OutOfMemoryError): these trials are told FAIL, the search goes on
+    for trial, run in zip(trials, runs):
+        record_run(trial, run)
+        if len(group) > 1:
+            trial.set_user_attr("population", {"size": len(group), "batch_seed": group[0][2].seed})
+        frozen = _tell(objective, study, trial, run)
+        told.add(trial.number)
+        for cb in callbacks:
+            cb(study, frozen)
+
+
+def _report(trial: optuna.Trial, epoch: int, value: float) -> bool:
+    trial.report(value, epoch)
+    return trial.should_prune()
+
+
+def replay_member(trial: optuna.trial.FrozenTrial, spec: Spec, data, tensors: TrainData, metric: str) -> TrialRun:
+    """Retrain a trial that was trained in a stack: alone, with its stack's batch order. Same curves up to float
+    rounding when its dropout is 0 (the dropout draws of a stack depend on its size)."""
+    mlp, tc = configs_from_params(params_of(trial), spec, data, metric, trial.user_attrs["seed"])
+    ((model, result),) = train_population([mlp], [tc], tensors, batch_seed=trial.user_attrs["population"]["batch_seed"])
+    out = predict(model, tensors.X_val).float().cpu().numpy() if result.best_epoch else None
+    val_metrics = {} if out is None else score_all(data.task, data.y_val, out, data.target_mean, data.target_std)
+    return TrialRun(model, mlp, tc, result, val_metrics)
+
+
+def _train_stack(group: list, data, tensors: TrainData, deadline: float | None) -> list[TrialRun]:
+    trials = [t for t, _, _ in group]
+    mlps: list[MLPConfig] = [m for _, m, _ in group]
+    tcs: list[TrainConfig] = [c for _, _, c in group]
+
+    def on_epoch(epoch: int, scores: dict[int, float]) -> set[int]:
+        return {m for m, value in scores.items() if _report(trials[m], epoch, value)}
+
+    runs = []
+    for mlp, tc, (model, result) in zip(mlps, tcs, train_population(mlps, tcs, tensors, on_epoch, deadline=deadline)):
+        val_metrics = {}
+        if result.best_epoch:
+            out = predict(model, tensors.X_val).float().cpu().numpy()
+            val_metrics = score_all(data.task, data.y_val, out, data.target_mean, data.target_std)
+        runs.append(TrialRun(model, mlp, tc, result, val_metrics))
+    return runs
+
+
+def _tell(objective: Objective, study: optuna.Study, trial: optuna.Trial, run: TrialRun):
+    """The outcome the sequential Objective gives the same result: pruned and diverged trials are PRUNED."""
+    r = run.result
+    if r.stop_reason in ("pruned", "diverged"):
+        return study.tell(trial, state=TrialState.PRUNED)
+    objective.keeper.offer(trial.number, run)
+    return study.tell(trial, r.best_val_score)
