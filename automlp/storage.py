@@ -33,6 +33,7 @@ from optuna.exceptions import ExperimentalWarning
 from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages._heartbeat import BaseHeartbeat  # the interface Optuna's optimize loop calls
 from optuna.storages.journal import JournalFileBackend
+from optuna.storages.journal._file import BaseJournalFileLock  # the interface JournalFileBackend takes as lock_obj
 from optuna.trial import TrialState
 
 from automlp.errors import StorageError
@@ -96,7 +97,7 @@ def open_storage(url: str, heartbeat_interval: int = HEARTBEAT_INTERVAL_S,
         path = Path(rest[2:] if rest.startswith("//") else rest)  # journal:///abs/file or journal:rel/file
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            return HeartbeatJournalStorage(JournalFileBackend(str(path)), **beat)
+            return HeartbeatJournalStorage(JournalFileBackend(str(path), lock_obj=FlockJournalLock(path)), **beat)
         except OSError as e:
             raise StorageError(f"storage: cannot open the journal file {path}: {e.strerror}") from None
     for attempt in range(4):
@@ -132,6 +133,37 @@ def _engine_kwargs(url: str) -> dict:
     if url.startswith("mysql"):
         return {"pool_pre_ping": True, "pool_recycle": 3600, "connect_args": {"connect_timeout": 10}}
     return {}
+
+
+class FlockJournalLock(BaseJournalFileLock):
+    """The journal file's write lock as an advisory `flock` on `<journal>.flock`, which the kernel drops the
+    moment its holder dies. Optuna's default (a symlink) outlives a worker killed while appending: every other
+    worker then waits its 30 s grace period, their own heartbeats stall behind it, and their live trials are
+    failed as stale. Each acquire opens its own descriptor, so threads of one process exclude each other too."""
+
+    def __init__(self, journal: Path):
+        self._path = f"{journal}.flock"
+        self._local = threading.local()
+
+    def acquire(self) -> bool:
+        fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._local.fd = fd
+        return True
+
+    def release(self) -> None:
+        fd = getattr(self._local, "fd", None)
+        if fd is None:
+            raise RuntimeError("the journal lock is not held by this thread")
+        self._local.fd = None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
 
 
 # --------------------------------------------------------------------------- liveness

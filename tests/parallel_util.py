@@ -70,6 +70,17 @@ def states(trials) -> dict[str, int]:
     return out
 
 
+def describe(trials) -> str:
+    """One line per trial (state, what it retries, why it failed or was skipped), for assertion messages."""
+    lines = []
+    for t in trials:
+        why = t.system_attrs.get("fail_reason") or t.user_attrs.get("automlp_skipped") or ""
+        rec = t.system_attrs.get("automlp:worker") or {}
+        lines.append(f"#{t.number} {t.state.name} pid={rec.get('pid')} retries={t.system_attrs.get('failed_trial')} "
+                     f"start={t.datetime_start} end={t.datetime_complete} {why}".rstrip())
+    return "\n".join(lines)
+
+
 def server_or_skip(url: str, what: str) -> None:
     """Skip when the server is absent, unless AUTOMLP_REQUIRE_DB=1 (CI), where that is a failure."""
     import sqlalchemy

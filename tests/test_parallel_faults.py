@@ -5,12 +5,17 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
+import textwrap
+import threading
 
+import optuna
 import pytest
 from optuna.trial import TrialState
 
-from automlp.storage import WORKER_ATTR
-from parallel_util import finish, start, states, trials_of, wait_for, write_spec
+from automlp.storage import WORKER_ATTR, open_storage
+from parallel_util import describe, finish, start, states, trials_of, wait_for, write_spec
 
 pytestmark = pytest.mark.slow
 
@@ -47,7 +52,7 @@ def test_a_worker_killed_mid_trial_is_retried_and_the_budget_still_completes(tmp
     retries = [t for t in trials if t.system_attrs.get("failed_trial") == number]
     assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
     assert by_number[number].params.items() <= retries[0].params.items()  # what it had sampled when killed
-    assert states(trials) == {"COMPLETE": 6, "FAIL": 1}
+    assert states(trials) == {"COMPLETE": 6, "FAIL": 1}, describe(trials)
     summary = json.loads((tmp_path / "studies" / "kill" / "summary.json").read_text())
     assert summary["trials"] == {"COMPLETE": 6, "FAIL": 1} and summary["best"] is not None
 
@@ -79,3 +84,29 @@ def test_ctrl_c_stops_all_workers_writes_the_summary_and_the_same_command_resume
     assert rc == 0, err
     n2 = states(trials_of("intr", url))
     assert n2["COMPLETE"] == 6 and n2.get("FAIL", 0) == n.get("FAIL", 0) and "RUNNING" not in n2, n2
+
+
+def test_a_process_killed_while_holding_the_journal_lock_does_not_stall_the_others(tmp_path):
+    """SIGKILL while appending to the journal (heartbeat, params, state) must not leave a lock that the other
+    workers wait 30 s on: their heartbeats would stall and their live trials be failed as stale."""
+    url = _journal(tmp_path, "lock")
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        from automlp.storage import open_storage
+        storage = open_storage({url!r})
+        storage._backend._lock.acquire()
+        print("held", flush=True)
+        time.sleep(600)
+    """)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.wait()
+    done = threading.Event()
+
+    def create():
+        optuna.create_study(study_name="lock", storage=open_storage(url))
+        done.set()
+
+    threading.Thread(target=create, daemon=True).start()
+    assert done.wait(10), "the journal lock of a killed process was still held after 10 s"
+    assert [s.study_name for s in optuna.get_all_study_summaries(open_storage(url))] == ["lock"]
