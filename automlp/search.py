@@ -378,6 +378,19 @@ def _open(spec: Spec) -> tuple[torch.device, PreparedData, str, optuna.Study, Tr
     return device, data, metric, study, to_tensors(data, device)
 
 
+def _run(objective: Objective, study: optuna.Study, stop: threading.Event, deadline: float | None,
+         callbacks: list) -> bool:
+    """Trials until the study-wide budget is spent: one at a time, or in stacks (training.population)."""
+    if objective.spec.training.population != 1:
+        # the population layer builds on this module's objective, so it is imported only when used
+        from automlp.population.search import run_population
+
+        return run_population(objective, study, trial_budget(objective.spec), stop=stop, deadline=deadline,
+                              callbacks=callbacks)
+    return run_trials(study, objective, trial_budget(objective.spec), stop=stop, deadline=deadline,
+                      callbacks=callbacks, catch=(torch.OutOfMemoryError,))
+
+
 def run_worker(spec: Spec, stop: threading.Event, deadline: float | None = None) -> dict[str, int]:
     """Run trials of the shared study until its budget is spent (no test scoring, no summary).
     Returns the states of the trials this process ran; `deadline` is a time.time() (default: now + timeout)."""
@@ -390,8 +403,7 @@ def run_worker(spec: Spec, stop: threading.Event, deadline: float | None = None)
         mine[trial.state.name] = mine.get(trial.state.name, 0) + 1
 
     objective = Objective(spec, data, tensors, metric, BestKeeper(get_metric(metric).direction), stop)
-    interrupted = run_trials(study, objective, trial_budget(spec), stop=stop, deadline=deadline,
-                             callbacks=[count], catch=(torch.OutOfMemoryError,))
+    interrupted = _run(objective, study, stop, deadline, [count])
     if interrupted:
         mine["interrupted"] = 1
     return mine
@@ -420,19 +432,7 @@ def run_search(spec: Spec, progress: Callable[[Progress], None] | None = None,
         interrupted = launcher(study, deadline, notes)
     else:
         callbacks = [_progress_callback(progress, n_total, start, n_before)] if progress is not None else []
-        objective = Objective(spec, data, tensors, metric, keeper, stop)
-        if spec.training.population != 1:
-            # the population layer builds on this module's objective, so it is imported only when used
-            from automlp.population.search import optimize_population
-
-            try:
-                optimize_population(objective, study, to_run,
-                                    None if deadline is None else max(deadline - time.time(), 0.0), callbacks)
-            except KeyboardInterrupt:
-                interrupted = True
-        else:
-            interrupted = run_trials(study, objective, trial_budget(spec), stop=stop, deadline=deadline,
-                                     callbacks=callbacks, catch=(torch.OutOfMemoryError,))
+        interrupted = _run(Objective(spec, data, tensors, metric, keeper, stop), study, stop, deadline, callbacks)
     if interrupted:
         # the interrupted trials were marked FAIL; keep what finished and say so
         notes.append("interrupted: the running trials were marked FAIL; run the same command to resume")

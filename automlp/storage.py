@@ -44,6 +44,7 @@ SKIPPED_ATTR = "automlp_skipped"  # trial user attr: why a trial was failed befo
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 HEARTBEAT_INTERVAL_S = 10
 GRACE_PERIOD_S = 30
+UNLIMITED = 2**31  # room left by a budget without n_trials
 
 
 def redact(text: str) -> str:
@@ -301,20 +302,27 @@ class TrialBudget:
 
     def wait_for_slot(self, study: optuna.Study, stop: threading.Event, deadline: float | None) -> bool:
         """Block until a trial may start (True), or the budget is spent, the deadline passed or stop is set."""
+        return self.wait_for_room(study, stop, deadline) > 0
+
+    def wait_for_room(self, study: optuna.Study, stop: threading.Event, deadline: float | None) -> int:
+        """Block until at least one trial may start, then return how many may (a population asks that many at
+        most); 0 when the budget is spent, the deadline passed or stop is set. Stale trials (their worker
+        died) are failed and queued for retry on every look; a queued retry may always start."""
         while not stop.is_set() and (deadline is None or time.time() < deadline):
             if self.n_trials is None:
-                return True
+                return UNLIMITED
             fail_stale_trials(study)
             n = {s: 0 for s in TrialState}
             for t in study.get_trials(deepcopy=False):
                 n[t.state] += 1
             finished = n[TrialState.COMPLETE] + n[TrialState.PRUNED]
             if finished >= self.n_trials:
-                return False
-            if n[TrialState.WAITING] or finished + n[TrialState.RUNNING] < self.n_trials:
-                return True
+                return 0
+            room = self.n_trials - finished - n[TrialState.RUNNING]
+            if room > 0 or n[TrialState.WAITING]:
+                return max(room, 1)
             stop.wait(self.poll_s)
-        return False
+        return 0
 
     def admits(self, study: optuna.Study, trial: optuna.Trial) -> bool:
         if self.n_trials is None:

@@ -10,16 +10,21 @@ epoch and each member is pruned on its own; then every trial is told. Trials car
 as sequential ones (plus "population": the stack's size and batch seed), so report and export read them alike.
 
 No trial is left RUNNING: whatever was asked and not told when an exception (or Ctrl-C) passes is told FAIL.
+The study-wide budget, heartbeats and retries are those of the sequential path (`storage.TrialBudget`), so
+`--workers N` and `automlp worker` train populations too, and a killed worker's members are retried.
 """
 
 from __future__ import annotations
 
+import threading
 import time
+import warnings
 from collections import defaultdict
 from collections.abc import Callable
 
 import optuna
 import torch
+from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import TrialState
 
 from automlp.data import TrainData
@@ -29,6 +34,7 @@ from automlp.population.train import stack_key, train_population
 from automlp.search import (Objective, TrialRun, configs_from_params, params_of, record_run, run_config,
                             suggest_params, trial_seed)  # fmt: skip
 from automlp.spec import Spec
+from automlp.storage import SKIPPED_ATTR, TrialBudget
 from automlp.train import TrainConfig, predict
 
 STRUCTURAL = ("depth", "activation", "optimizer", "batch_size", "max_epochs")
@@ -64,38 +70,67 @@ def population_size(spec: Spec, n_inputs: int, n_outputs: int, device: torch.dev
     return max(1, min(k, int(2 * 2**30 // per_member)))
 
 
-def optimize_population(objective: Objective, study: optuna.Study, n_trials: int | None, timeout: float | None,
-                        callbacks: list[Callback]) -> None:  # fmt: skip
-    """Run generations of stacked trials until n_trials are told or the timeout has passed."""
+def run_population(objective: Objective, study: optuna.Study, budget: TrialBudget, *, stop: threading.Event,
+                   deadline: float | None = None, callbacks: list[Callback] | None = None) -> bool:
+    """Run generations of stacked trials until the study-wide budget is spent, `deadline` (a time.time())
+    passes or `stop` is set; the population counterpart of `storage.run_trials`, so `automlp search`,
+    `--workers` and `automlp worker` share one budget, heartbeats and retries whichever path trains.
+    Returns True when stopped by `stop` or KeyboardInterrupt (the members still training are then FAIL)."""
     tensors = objective.tensors
     k_max = population_size(objective.spec, objective.data.n_features, objective.data.n_outputs, tensors.device)
-    start, n_told = time.perf_counter(), 0
-    deadline = None if timeout is None else start + timeout
-    while n_trials is None or n_told < n_trials:
-        if deadline is not None and time.perf_counter() >= deadline:
-            break
-        k = k_max if n_trials is None else min(k_max, n_trials - n_told)
-        n_told += run_generation(objective, study, k, callbacks, deadline)
-        if tensors.device.type == "cuda":
-            torch.cuda.empty_cache()
+    train_deadline = None if deadline is None else time.perf_counter() + (deadline - time.time())
+    with warnings.catch_warnings():
+        # Optuna warns that heartbeats are meant for study.optimize; Heartbeats below sends them for ask-and-tell
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+        try:
+            while not stop.is_set():
+                with budget.local_lock() as release:
+                    k = min(k_max, budget.wait_for_room(study, stop, deadline))
+                    if k <= 0:
+                        break
+                    run_generation(objective, study, k, callbacks or [], train_deadline,
+                                   admit=_admit(budget, release), stop=stop)
+                if tensors.device.type == "cuda":
+                    torch.cuda.empty_cache()
+        except KeyboardInterrupt:
+            return True
+    return stop.is_set()
+
+
+def _admit(budget: TrialBudget, release: Callable[[], None]) -> Callable[[optuna.Study, optuna.Trial], bool]:
+    """After a generation is asked: let the other workers of this machine check the budget again, and keep
+    only the members that fit it (workers of other machines may have taken the last slots meanwhile)."""
+
+    def admit(study: optuna.Study, trial: optuna.Trial) -> bool:
+        release()
+        return budget.admits(study, trial)
+
+    return admit
 
 
 def run_generation(objective: Objective, study: optuna.Study, k: int, callbacks: list[Callback],
-                   deadline: float | None = None) -> int:  # fmt: skip
-    """Ask up to k trials, train them in stacks, tell them all; returns how many were told.
+                   deadline: float | None = None, admit: Callable | None = None,
+                   stop: threading.Event | None = None) -> int:  # fmt: skip
+    """Ask up to k trials, train them in stacks, tell them all; returns how many were asked.
 
     A generation lasts as long as its longest member, so unlike study.optimize (which lets the running trial
-    finish) members still training when the search's timeout passes are stopped there and told PRUNED.
+    finish) members still training when the search's timeout (`deadline`, a time.perf_counter()) passes are
+    stopped there and told PRUNED. When `stop` is set, the generation ends after the current epoch and the
+    members still training are told FAIL (then KeyboardInterrupt is raised). Every asked trial sends heartbeats
+    until it is told, so a worker killed mid-generation has its trials failed and retried by the others.
     """
     asked: list[optuna.Trial] = []
     told: set[int] = set()
     try:
-        members = _ask(objective, study, k, asked)
-        groups: dict[tuple, list] = defaultdict(list)
-        for m in members:
-            groups[stack_key(m[1], m[2]) or ("alone", m[0].number)].append(m)
-        for group in groups.values():
-            _train_group(objective, study, group, told, callbacks, deadline)
+        with Heartbeats(study) as beats:
+            members = _ask(objective, study, k, asked, beats)
+            if admit is not None:
+                members = [m for m in members if admit(study, m[0]) or _skip(study, m[0], told)]
+            groups: dict[tuple, list] = defaultdict(list)
+            for m in members:
+                groups[stack_key(m[1], m[2]) or ("alone", m[0].number)].append(m)
+            for group in groups.values():
+                _train_group(objective, study, group, told, callbacks, deadline, stop)
     finally:
         for trial in asked:
             if trial.number not in told:
@@ -103,10 +138,63 @@ def run_generation(objective: Objective, study: optuna.Study, k: int, callbacks:
     return len(asked)
 
 
-def _ask(objective: Objective, study: optuna.Study, k: int, asked: list) -> list[tuple]:
+def _skip(study: optuna.Study, trial: optuna.Trial, told: set[int]) -> bool:
+    trial.set_user_attr(SKIPPED_ATTR, "the study-wide n_trials was reached by other workers as this trial "
+                                      "started; it was not trained")
+    study.tell(trial, state=TrialState.FAIL)
+    told.add(trial.number)
+    return False
+
+
+class Heartbeats:
+    """Heartbeats for trials driven by ask-and-tell (Optuna sends them only inside study.optimize): each trial
+    records one when asked, then one thread beats for every trial not yet told."""
+
+    def __init__(self, study: optuna.Study):
+        storage = study._storage
+        self.storage = storage if is_heartbeat_enabled(storage) else None
+        self.ids: set[int] = set()
+        self.lock = threading.Lock()
+        self.done = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def add(self, trial: optuna.Trial) -> None:
+        if self.storage is not None:
+            self.storage.record_heartbeat(trial._trial_id)
+            with self.lock:
+                self.ids.add(trial._trial_id)
+
+    def __enter__(self) -> "Heartbeats":
+        if self.storage is not None:
+            self.thread = threading.Thread(target=self._beat, name="automlp-heartbeats", daemon=True)
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.done.set()
+        if self.thread is not None:
+            self.thread.join()
+
+    def _beat(self) -> None:
+        interval = self.storage.get_heartbeat_interval()
+        while not self.done.wait(interval):
+            with self.lock:
+                ids = sorted(self.ids)
+            for trial_id in ids:
+                if self.done.is_set():
+                    return
+                try:
+                    if self.storage.get_trial(trial_id).state == TrialState.RUNNING:
+                        self.storage.record_heartbeat(trial_id)
+                except Exception:  # a storage hiccup must not kill the beat thread; the next beat retries
+                    pass
+
+
+def _ask(objective: Objective, study: optuna.Study, k: int, asked: list, beats: Heartbeats) -> list[tuple]:
     spec, data, metric = objective.spec, objective.data, objective.metric
-    leader = study.ask()
+    leader = study.ask()  # a trial queued for retry (its worker died) is taken first, with its parameters
     asked.append(leader)
+    beats.add(leader)
     params = [suggest_params(leader, spec)]
     fixed = {name: leader.params[name] for name in STRUCTURAL if name in leader.params}
     if params[0]["optimizer"] != "lbfgs":  # lbfgs trains full-batch with a line search: never stacked
@@ -114,6 +202,7 @@ def _ask(objective: Objective, study: optuna.Study, k: int, asked: list) -> list
             study.enqueue_trial(fixed)
             trial = study.ask()
             asked.append(trial)
+            beats.add(trial)
             params.append(suggest_params(trial, spec))
     members = []
     for trial, p in zip(asked, params):
@@ -123,15 +212,15 @@ def _ask(objective: Objective, study: optuna.Study, k: int, asked: list) -> list
 
 
 def _train_group(objective: Objective, study: optuna.Study, group: list, told: set[int],
-                 callbacks: list[Callback], deadline: float | None) -> None:  # fmt: skip
+                 callbacks: list[Callback], deadline: float | None, stop: threading.Event | None) -> None:  # fmt: skip
     data, tensors = objective.data, objective.tensors
     trials = [t for t, _, _ in group]
     try:
         if len(group) == 1:
             trial, mlp, tc = group[0]
-            runs = [run_config(mlp, tc, data, tensors, lambda e, v: _report(trial, e, v))]
+            runs = [run_config(mlp, tc, data, tensors, lambda e, v: _report(trial, e, v, stop))]
         else:
-            runs = _train_stack(group, data, tensors, deadline)
+            runs = _train_stack(group, data, tensors, deadline, stop)
     except torch.OutOfMemoryError:
         return  # like study.optimize(catch=OutOfMemoryError): these trials are told FAIL, the search goes on
     for trial, run in zip(trials, runs):
@@ -144,7 +233,9 @@ def _train_group(objective: Objective, study: optuna.Study, group: list, told: s
             cb(study, frozen)
 
 
-def _report(trial: optuna.Trial, epoch: int, value: float) -> bool:
+def _report(trial: optuna.Trial, epoch: int, value: float, stop: threading.Event | None = None) -> bool:
+    if stop is not None and stop.is_set():
+        raise KeyboardInterrupt  # Ctrl-C or SIGTERM: the generation's untold trials are told FAIL
     trial.report(value, epoch)
     return trial.should_prune()
 
@@ -159,13 +250,14 @@ def replay_member(trial: optuna.trial.FrozenTrial, spec: Spec, data, tensors: Tr
     return TrialRun(model, mlp, tc, result, val_metrics)
 
 
-def _train_stack(group: list, data, tensors: TrainData, deadline: float | None) -> list[TrialRun]:
+def _train_stack(group: list, data, tensors: TrainData, deadline: float | None,
+                 stop: threading.Event | None = None) -> list[TrialRun]:
     trials = [t for t, _, _ in group]
     mlps: list[MLPConfig] = [m for _, m, _ in group]
     tcs: list[TrainConfig] = [c for _, _, c in group]
 
     def on_epoch(epoch: int, scores: dict[int, float]) -> set[int]:
-        return {m for m, value in scores.items() if _report(trials[m], epoch, value)}
+        return {m for m, value in scores.items() if _report(trials[m], epoch, value, stop)}
 
     runs = []
     for mlp, tc, (model, result) in zip(mlps, tcs, train_population(mlps, tcs, tensors, on_epoch, deadline=deadline)):
