@@ -11,7 +11,7 @@ import json
 import pytest
 from optuna.trial import TrialState
 
-from parallel_util import MYSQL_URL, PG_URL, drop_study, finish, server_or_skip, start, states, trials_of, \
+from parallel_util import MYSQL_URL, PG_URL, describe, drop_study, finish, server_or_skip, start, states, trials_of, \
     unique_name, write_spec
 
 pytestmark = pytest.mark.slow
@@ -19,8 +19,8 @@ pytestmark = pytest.mark.slow
 
 def _check_40(name, url):
     trials = trials_of(name, url)
-    assert states(trials) == {"COMPLETE": 40}
-    assert sorted(t.number for t in trials) == list(range(40))
+    assert states(trials) == {"COMPLETE": 40}, describe(trials)
+    assert sorted(t.number for t in trials) == list(range(40)), describe(trials)
     assert all(t.state == TrialState.COMPLETE and t.user_attrs["val_metrics"] for t in trials)
     return trials
 
@@ -35,7 +35,8 @@ def test_four_worker_commands_share_one_postgresql_study_of_40_trials(tmp_path):
             assert rc == 0, err
             assert f"on study {name} in {PG_URL}: ran " in out
         _check_40(name, PG_URL)
-        assert sum(int(out.split(": ran ")[1].split()[0]) for _, out, _ in results) == 40
+        ran = [out.strip().splitlines()[-1] for _, out, _ in results]
+        assert sum(int(line.split(": ran ")[1].split()[0]) for line in ran) == 40, ran
     finally:
         drop_study(name, PG_URL)
 
