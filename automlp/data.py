@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -69,6 +69,8 @@ class PreparedData:
     notes: list[str] = field(default_factory=list)
     source: str = ""
     input_dtypes: dict[str, str] = field(default_factory=dict)  # raw column -> dtype as read (export needs it)
+    raw_fit: pd.DataFrame | None = None  # raw rows of train then validation, to refit the preprocessing on
+    max_categories: int = 50
 
     @property
     def n_features(self) -> int:
@@ -463,7 +465,25 @@ def prepare_data(spec: DataSpec, seed: int, raw: RawData | None = None) -> Prepa
         classes=classes, input_columns=list(map(str, X.columns)), numeric_columns=numeric,
         categorical_columns=categorical, feature_names=list(pre.get_feature_names_out()), preprocessor=pre,
         target_name=target_name, target_mean=mean, target_std=std, raw_test=raw_test, notes=notes,
-        source=raw.source, input_dtypes=input_dtypes)
+        source=raw.source, input_dtypes=input_dtypes,
+        raw_fit=pd.concat([X.iloc[train_idx], X.iloc[val_idx]], ignore_index=True), max_categories=spec.max_categories)
+
+
+def refit_preprocessing(data: PreparedData, fit_rows: np.ndarray, eval_rows: np.ndarray | None) -> PreparedData:
+    """`data` re-split within train+validation (row i: the i-th training row, then the validation rows): the
+    preprocessing is fitted anew on `fit_rows` alone and applied to `eval_rows` (the new validation part;
+    None: the fit rows themselves) and to the test split, so rows held out of a fit never shape its imputation
+    values, scales or categories. The target keeps the search's scaling (an affine map, fitted on train)."""
+    if data.raw_fit is None:
+        raise ValueError("these data carry no raw rows to refit the preprocessing on")
+    y = np.concatenate([data.y_train, data.y_val])
+    pre = make_preprocessor(data.numeric_columns, data.categorical_columns, data.max_categories)
+    X_fit = pre.fit_transform(data.raw_fit.iloc[fit_rows]).astype(np.float32)
+    eval_rows = fit_rows if eval_rows is None else eval_rows
+    X_eval = X_fit if eval_rows is fit_rows else pre.transform(data.raw_fit.iloc[eval_rows]).astype(np.float32)
+    X_test = pre.transform(as_categories(data.raw_test, data.categorical_columns)).astype(np.float32)
+    return replace(data, X_train=X_fit, y_train=y[fit_rows], X_val=X_eval, y_val=y[eval_rows], X_test=X_test,
+                   preprocessor=pre, feature_names=list(pre.get_feature_names_out()))
 
 
 # --------------------------------------------------------------------------- device

@@ -51,3 +51,35 @@ def test_missing_target_column_lists_columns(tmp_path):
     with pytest.raises(DataError) as e:
         prepare_data(DataSpec(path=path, target="label"), seed=0)
     assert str(e.value) == "data.target: column 'label' not in data.csv; columns are: a, b, y"
+
+
+def test_refit_preprocessing_learns_only_from_its_fit_rows(tmp_path):
+    """k-fold rescoring and export --refit refit the preprocessing: rows held out of a fit must not shape it."""
+    from automlp.data import refit_preprocessing
+
+    rng = np.random.default_rng(0)
+    n = 300
+    frame = pd.DataFrame({"x": rng.normal(size=n), "c": rng.choice(["a", "b"], size=n),
+                          "y": rng.choice(["p", "q"], size=n)})
+    frame.loc[::7, "x"] = np.nan
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    data = prepare_data(DataSpec(path=tmp_path / "d.csv", target="y", split_seed=1), seed=0)
+    n_fit = len(data.y_train) + len(data.y_val)
+    raw = data.raw_fit.copy()
+    assert len(raw) == n_fit
+    held = np.arange(n_fit - 40, n_fit)  # the last 40 rows: shift them far away and give them a new category
+    data.raw_fit.loc[held, "x"] = 1e6
+    data.raw_fit.loc[held, "c"] = "only_in_held_out"
+    part = refit_preprocessing(data, np.arange(n_fit - 40), held)
+    scaler = part.preprocessor.named_transformers_["num"].named_steps["scale"]
+    fit_x = raw["x"].iloc[: n_fit - 40]
+    assert scaler.mean_[0] == pytest.approx(fit_x.fillna(fit_x.median()).mean())
+    assert "c_only_in_held_out" not in part.feature_names
+    assert part.X_train.shape == (n_fit - 40, part.n_features) and part.X_val.shape == (40, part.n_features)
+    assert (part.X_val[:, 0] > 1000).all()  # held-out rows are transformed, not fitted
+    assert list(part.y_val) == list(np.concatenate([data.y_train, data.y_val])[held])
+    assert part.X_test.shape == (len(data.y_test), part.n_features)
+
+    whole = refit_preprocessing(data, np.arange(n_fit), None)  # export --refit: train + validation
+    assert "c_only_in_held_out" in whole.feature_names and whole.n_features == data.n_features + 1
+    assert whole.X_val is whole.X_train

@@ -282,6 +282,14 @@ def test_export_command_replays_a_trial_and_refits(studies, tmp_path):
     assert meta["refit"]["epochs"] == meta["trial"]["best_epoch"]
     assert meta["refit"]["rows"] == meta["study"]["rows"]["train"] + meta["study"]["rows"]["val"]
     assert meta["metrics"]["test"]["r2"] > 0.5
+    # the preprocessing was refitted on train + validation: its means are those rows', not the training split's
+    data = prepare_data(load_spec(spec_path).data, load_spec(spec_path).study.seed)
+    numeric = json.loads((tmp_path / "refit" / "preprocessing.json").read_text())["numeric"]
+    rows = data.raw_fit[numeric["columns"]].astype(float)
+    assert numeric["impute"] == pytest.approx(rows.median().tolist())
+    assert numeric["mean"] == pytest.approx(rows.fillna(rows.median()).mean().tolist())
+    searched = json.loads((study_dir / "model" / "preprocessing.json").read_text())["numeric"]
+    assert searched["mean"] != pytest.approx(numeric["mean"])
     assert f"trial #0 (refit on train + validation for {meta['refit']['epochs']} epochs)" in r.stdout
     p = automlp.load(tmp_path / "refit")
     assert p.predict(pd.read_csv(EXAMPLE_DATA / "auto_mpg.csv", na_values=["?"]).head(3)).shape == (3,)

@@ -26,7 +26,7 @@ import torch
 from optuna.trial import TrialState
 
 import automlp
-from automlp.data import PreparedData, prepare_data, resolve_device, to_tensors
+from automlp.data import PreparedData, prepare_data, refit_preprocessing, resolve_device, to_tensors
 from automlp.errors import ExportError
 from automlp.export.load import sha256
 from automlp.export.preprocess import FORMAT, PANDAS_NA_STRINGS, VERSION, FeatureTransform, dtype_kind
@@ -211,7 +211,7 @@ def _metadata(run, data, spec, trial, scores, metric, refit, notes, state, files
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "versions": versions(),
         "study": {"name": spec.study.name, "storage": redact(storage_url(spec)), "metric": metric,
-                  "data": data.source, "rows": data.sizes()},
+                  "data": data.source, "rows": refit["split_rows"] if refit else data.sizes()},
         "trial": trial,
         "refit": refit,
         "task": data.task,
@@ -287,22 +287,24 @@ def _pick_trial(study: optuna.Study, number: int | None) -> optuna.trial.FrozenT
     return t
 
 
-def refit_run(run: TrialRun, data: PreparedData, device: torch.device) -> tuple[TrialRun, dict]:
-    """Retrain the run's configuration on train + validation for the epochs early stopping chose."""
+def refit_run(run: TrialRun, data: PreparedData, device: torch.device) -> tuple[TrialRun, PreparedData, dict]:
+    """Retrain the run's configuration on train + validation for the epochs early stopping chose, with the
+    preprocessing refitted on those rows too. Returns the run, the data it was trained on, and what to record."""
     epochs = run.result.best_epoch
-    X = np.concatenate([data.X_train, data.X_val])
-    y = np.concatenate([data.y_train, data.y_val])
+    merged = refit_preprocessing(data, np.arange(len(data.y_train) + len(data.y_val)), None)
+    n = len(merged.y_train)
     # no held-out rows remain: every epoch counts as an improvement (min_delta -inf) and training stops after
     # `epochs`, so the model is the last epoch's; max_epochs stays, so the lr schedule is the search's
-    merged = dataclasses.replace(data, X_train=X, y_train=y, X_val=X, y_val=y)
     tc = dataclasses.replace(run.config, patience=None, min_delta=-math.inf)
-    refit = run_config(run.mlp, tc, merged, to_tensors(merged, device), lambda epoch, _: epoch >= epochs)
-    info = {"epochs": epochs, "rows": int(len(X)), "seed": tc.seed,
-            "note": f"retrained on train + validation ({len(X)} rows) for {epochs} epochs, the best epoch early "
-                    "stopping found in the search; the preprocessing is the one fitted on the training split. "
+    mlp = dataclasses.replace(run.mlp, n_inputs=merged.n_features)  # categories seen only in validation add inputs
+    refit = run_config(mlp, tc, merged, to_tensors(merged, device), lambda epoch, _: epoch >= epochs)
+    info = {"epochs": epochs, "rows": n, "split_rows": data.sizes(), "seed": tc.seed,
+            "n_features": merged.n_features,
+            "note": f"retrained on train + validation ({n} rows) for {epochs} epochs, the best epoch early "
+                    "stopping found in the search; the preprocessing was refitted on the same rows. "
                     "Validation metrics are the search's (the refit model has seen those rows); "
-                    "train and test metrics are the refit model's"}
-    return refit, info
+                    "train metrics are the refit model's on train + validation, test metrics the refit model's"}
+    return refit, merged, info
 
 
 def export_study(spec: Spec, trial_number: int | None = None, refit: bool = False,
@@ -333,7 +335,7 @@ def export_study(spec: Spec, trial_number: int | None = None, refit: bool = Fals
     scores = split_scores(run, data, device)
     if refit:
         val_scores = scores["val"]
-        run, refit_info = refit_run(run, data, device)
+        run, data, refit_info = refit_run(run, data, device)
         scores = split_scores(run, data, device) | {"val": val_scores}
     target = out_dir or spec.study_dir / "model"
     path = write_model(target, run, data, spec, trial=info, scores=scores, metric=metric,

@@ -19,7 +19,7 @@ from scipy.stats import spearmanr
 from sklearn.metrics import classification_report, confusion_matrix, roc_auc_score, roc_curve
 from sklearn.model_selection import KFold, StratifiedKFold
 
-from automlp.data import PreparedData, TrainData, to_tensors
+from automlp.data import PreparedData, TrainData, refit_preprocessing, to_tensors
 from automlp.metrics import get_metric, score, softmax
 from automlp.model import MLPConfig, count_params
 from automlp.report import verdict as V
@@ -123,16 +123,14 @@ def score_of(run: TrialRun, data: PreparedData, split: str, metric: str, device:
 
 
 def fold_data(data: PreparedData, folds: int, seed: int) -> list[PreparedData]:
-    """Train+validation cut into `folds` (stratified where every class has enough rows).
-
-    The features keep the preprocessing fitted on the training split: refitting a scaler per fold would
-    change little, and the test split stays untouched either way."""
-    X = np.concatenate([data.X_train, data.X_val])
+    """Train+validation cut into `folds` (stratified where every class has enough rows). Each fold's
+    preprocessing (imputation, scaling, categories) is fitted on its own training part, so the held-out part
+    is as unseen as the validation split was in the search; the test split stays untouched either way."""
     y = np.concatenate([data.y_train, data.y_val])
     stratify = data.task == "classification" and np.bincount(y).min(initial=folds) >= folds
     splitter = (StratifiedKFold if stratify else KFold)(n_splits=folds, shuffle=True, random_state=seed)
-    return [dataclasses.replace(data, X_train=X[tr], y_train=y[tr], X_val=X[va], y_val=y[va])
-            for tr, va in splitter.split(X, y if stratify else None)]
+    cuts = splitter.split(np.zeros((len(y), 1)), y if stratify else None)
+    return [refit_preprocessing(data, tr, va) for tr, va in cuts]
 
 
 def capped(tc: TrainConfig, n_epochs: int | None) -> TrainConfig:
