@@ -101,8 +101,10 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> 
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
                                nesterov=cfg.nesterov and cfg.momentum > 0, **fused)
     if cfg.optimizer == "lbfgs":
-        # like sklearn's lbfgs solver: full batch, learning rate replaced by a line search
-        return torch.optim.LBFGS(model.parameters(), lr=1.0, max_iter=1, history_size=10,
+        # like sklearn's lbfgs solver: full batch, learning rate replaced by a line search of up to 20
+        # evaluations (scipy's maxls). One iteration per epoch; torch's default max_eval (max_iter * 5 // 4 = 1)
+        # would leave the line search no evaluation beyond the first, and a trial stalled at step 0 for good.
+        return torch.optim.LBFGS(model.parameters(), lr=1.0, max_iter=1, max_eval=1 + 20, history_size=10,
                                  line_search_fn="strong_wolfe")
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}")
 
@@ -162,6 +164,10 @@ class _AutogradLoop:
         # fp16 needs loss scaling against underflowing gradients; bf16 has fp32's range and does not
         self.scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
         self.weights = list(model.state_dict().values())
+        # L-BFGS has no weight_decay: its L2 penalty is part of the loss it minimises (and line-searches),
+        # alpha/2 * |w|^2 over the weights, which has the gradient weight_decay=alpha gives the other optimizers
+        self.penalised = [p for name, p in model.named_parameters() if not name.endswith("bias")]
+        self.alpha = config.alpha if self.full_batch else 0.0
 
     def _loss(self, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
         with torch.autocast(self.X.device.type, dtype=self.dtype, enabled=self.amp):
@@ -172,12 +178,19 @@ class _AutogradLoop:
         model, opt, X, y, n = self.model, self.opt, self.X, self.y, len(self.X)
         model.train()
         if self.full_batch:
+            first: list[torch.Tensor] = []  # the data loss before the step, as the mini-batch loops report
+
             def closure():
                 opt.zero_grad(set_to_none=True)
                 loss = self._loss(X, y)
+                if not first:
+                    first.append(loss.detach())
+                if self.alpha:
+                    loss = loss + 0.5 * self.alpha * sum(p.pow(2).sum() for p in self.penalised)
                 loss.backward()
                 return loss
-            return opt.step(closure).detach() * n
+            opt.step(closure)
+            return first[0] * n
         loss_sum = torch.zeros((), device=X.device)
         perm = torch.randperm(n, generator=gen, device=X.device)
         for i in range(0, n, self.bs):
