@@ -21,7 +21,8 @@ def test_gap_within_noise_of_threshold_is_not_overfitting():
 
 def test_gap_under_threshold_is_ok():
     f = V.gap_finding(0.86, 0.84, 0.85, "r2", 0.05)
-    assert f.status == "ok" and "gap +0.020" in f.text and "validation - test gap -0.010" in f.text
+    assert f.status == "ok" and "gap +0.020" in f.text
+    assert "within the threshold 0.05 (validation - test gap: -0.010)." in f.text
 
 
 def test_curves_still_falling_at_the_cap_underfit():
@@ -47,6 +48,17 @@ def test_fit_barely_better_than_constant_underfits():
 def test_stability_moves_more_than_lead_is_unstable():
     f = V.stability_finding([0.90, 0.37, 0.73], lead=0.0, metric="accuracy", runner_up=7, tolerance=0.02)
     assert f.status == "unstable" and "trial #7" in f.text and "0.667 ± 0.271" in f.text
+
+
+def test_stability_within_the_test_splits_sampling_error_is_not_unstable():
+    """30 test rows: one row is 0.033 of accuracy; a seed spread of one row is noise, not instability."""
+    scores = [0.867, 0.833, 0.900]
+    f = V.stability_finding(scores, lead=0.0, metric="accuracy", runner_up=3, tolerance=0.02, test_se=0.062,
+                            n_test=30)
+    assert f.status == "ok" and "sampling error (±0.062 on 30 rows)" in f.text
+    big = V.stability_finding([0.90, 0.37, 0.73], lead=0.0, metric="accuracy", runner_up=7, tolerance=0.02,
+                              test_se=0.062, n_test=30)
+    assert big.status == "unstable"
 
 
 def test_stability_tiny_spread_on_a_tie_is_not_unstable():

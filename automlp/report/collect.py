@@ -201,16 +201,18 @@ def top_rows(trials: list[optuna.trial.FrozenTrial], cv: dict) -> list[dict]:
     return rows
 
 
-def bootstrap_se(run: TrialRun, data: PreparedData, metric: str, device: torch.device, n: int = 200) -> float:
-    """Standard error of the validation score from `n` bootstrap resamples of the validation rows (fixed seed)."""
-    out = _outputs(run, data.X_val, device)
+def bootstrap_se(run: TrialRun, data: PreparedData, metric: str, device: torch.device, n: int = 200,
+                 split: str = "val") -> float:
+    """Standard error of a split's score from `n` bootstrap resamples of its rows (fixed seed)."""
+    X, y = (data.X_val, data.y_val) if split == "val" else (data.X_test, data.y_test)
+    out = _outputs(run, X, device)
     rng = np.random.default_rng(0)
     values = []
     for _ in range(n):
         idx = rng.integers(0, len(out), len(out))
-        if data.task == "classification" and len(np.unique(data.y_val[idx])) < 2:
+        if data.task == "classification" and len(np.unique(y[idx])) < 2:
             continue  # roc_auc and friends need two classes in the resample
-        values.append(score(metric, data.y_val[idx], out[idx], data.target_mean, data.target_std))
+        values.append(score(metric, y[idx], out[idx], data.target_mean, data.target_std))
     values = [v for v in values if v == v]
     return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
 
@@ -262,6 +264,7 @@ def collect(study: optuna.Study, spec: Spec, data: PreparedData, tensors: TrainD
     facts["capacity"] = capacity_facts(study)
     facts["baseline"] = baseline_score(data, V.gap_metric(metric))
     facts["val_se"] = bootstrap_se(best_run, data, V.gap_metric(metric), device)
+    facts["test_se"] = bootstrap_se(best_run, data, metric, device, split="test")
     use_cv = spec.report.use_rescored_choice and facts["rescore"]["done"]
     facts["choice"] = {"trial": facts["rescore"]["winner"] if use_cv else best.number,
                        "by": "k-fold cross-validation (report.use_rescored_choice)" if use_cv else
@@ -299,7 +302,8 @@ def findings_of(facts: dict, spec: Spec) -> list[V.Finding]:
                         es.patience if es.enabled else None),
         V.fit_finding(s["train"][gm], facts["baseline"], gm),
         V.stability_finding(facts["stability"]["test"], facts["stability"]["lead"], metric,
-                            facts["stability"]["runner_up"], spec.report.stable_spread),
+                            facts["stability"]["runner_up"], spec.report.stable_spread, facts["test_se"],
+                            facts["rows"]["test"]),
         V.capacity_finding(facts["capacity"]["spearman"], facts["capacity"]["p_value"],
                            len(facts["capacity"]["trials"])),
     ]
