@@ -251,6 +251,10 @@ def train(model: nn.Module, data: TrainData, config: TrainConfig,
     else:
         loop = _AutogradLoop(model, data, config, precision)
     sched = make_scheduler(loop.opt, config)
+    if sched is not None and isinstance(loop, _KernelLoop):
+        # the kernel's stand-in optimizer never steps, and torch would warn on every trial that the schedule
+        # steps first; its parameter has no gradient, so this step changes nothing but tells the scheduler
+        loop.opt.step()
     gen = torch.Generator(device=device).manual_seed(config.seed)
     minimize = config.monitor == "val_loss" or metric.direction == "minimize"
 

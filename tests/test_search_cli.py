@@ -80,3 +80,18 @@ def test_bad_spec_exits_2_without_traceback(tmp_path):
     assert r.returncode == 2
     assert r.stderr.startswith("error: bad.yaml:4 space.lr: low must be < high (got low=0.1, high=0.01)")
     assert "Traceback" not in r.stderr
+
+
+def test_a_search_with_lr_schedules_prints_no_library_warnings(tmp_path, cli):
+    """Every schedule on both training paths (the fast kernel and autograd's L-BFGS): the terminal shows our
+    progress and summary, not torch's warnings about scheduler order."""
+    path = write_spec(tmp_path / "wine.yaml", {
+        "data": {"dataset": "sklearn:wine"},
+        "space": {"depth": 1, "width": 16, "optimizer": ["adam", "sgd"],
+                  "lr_schedule": ["invscaling", "cosine", "adaptive"], "max_epochs": 5, "batch_size": 32},
+        "study": {"name": "wine_sched", "n_trials": 6, "sampler": "random", "seed": 0},
+        "output": {"dir": str(tmp_path / "studies")},
+    })
+    r = cli("search", path, "--no-report", "--no-export")
+    assert r.returncode == 0, r.stderr
+    assert "Warning" not in r.stderr, r.stderr

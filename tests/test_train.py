@@ -86,7 +86,7 @@ def test_lbfgs_applies_the_l2_penalty(iris):
     def weight_norm(alpha):
         tc = TrainConfig(optimizer="lbfgs", alpha=alpha, max_epochs=30, patience=None, seed=0)
         model = run_config(mlp, tc, data, tensors).model
-        return sum(float(p.pow(2).sum()) for name, p in model.named_parameters() if not name.endswith("bias"))
+        return sum(float(p.detach().pow(2).sum()) for name, p in model.named_parameters() if not name.endswith("bias"))
 
     free, penalised = weight_norm(0.0), weight_norm(0.1)
     assert penalised < 0.5 * free, (free, penalised)
