@@ -28,7 +28,7 @@ def test_gap_under_threshold_is_ok():
 def test_curves_still_falling_at_the_cap_underfit():
     curves = {"train_loss": [1.0, 0.8, 0.6, 0.5, 0.4], "val_loss": [1.1, 0.9, 0.7, 0.6, 0.5]}
     f = V.curve_finding(curves, best_epoch=5, n_epochs=5, max_epochs=5, stop_reason="max_epochs", patience=10)
-    assert f.status == "underfits" and "still falling at the cap" in f.text
+    assert f.status == "underfits" and "still improving when training was cut off" in f.text
 
 
 def test_curves_name_the_bottom_and_the_stop():

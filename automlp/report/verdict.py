@@ -80,8 +80,9 @@ def curve_finding(curves: dict, best_epoch: int, n_epochs: int, max_epochs: int,
         words += f" while training loss went from {_f(train[0], 4)} to {_f(train[-1], 4)}"
     tail = max(2, math.ceil(TAIL_SHARE * n_epochs))
     if stop_reason == "max_epochs" and low + 1 > n_epochs - tail and n_epochs > 2:
-        return Finding("curves", "underfits", f"{words}. Validation loss was still falling at the cap: more epochs "
-                                              "(space.max_epochs) would likely help.")
+        return Finding("curves", "underfits", f"{words}. Its minimum came within the last {tail} epochs before "
+                                              "the cap, so it was still improving when training was cut off: more "
+                                              "epochs (space.max_epochs) would likely help.")
     return Finding("curves", "ok", words + ".")
 
 
