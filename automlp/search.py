@@ -11,6 +11,7 @@ import math
 import os
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -245,6 +246,13 @@ def resolve_metric(spec: Spec, task: str) -> str:
 
 
 def make_sampler(spec: Spec) -> optuna.samplers.BaseSampler:
+    with warnings.catch_warnings():
+        # QMC is "experimental" in Optuna; the user chose it by name, a warning on every run adds nothing
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return _make_sampler(spec)
+
+
+def _make_sampler(spec: Spec) -> optuna.samplers.BaseSampler:
     s, seed = spec.study.sampler, spec.study.seed
     if s.type == "tpe":
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=s.n_startup_trials)

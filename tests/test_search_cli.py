@@ -82,14 +82,15 @@ def test_bad_spec_exits_2_without_traceback(tmp_path):
     assert "Traceback" not in r.stderr
 
 
-def test_a_search_with_lr_schedules_prints_no_library_warnings(tmp_path, cli):
-    """Every schedule on both training paths (the fast kernel and autograd's L-BFGS): the terminal shows our
-    progress and summary, not torch's warnings about scheduler order."""
+@pytest.mark.parametrize("sampler, pruner", [("random", "median"), ("qmc", "hyperband"), ("cmaes", "none")])
+def test_a_search_prints_no_library_warnings(tmp_path, cli, sampler, pruner):
+    """Every lr schedule, and the samplers Optuna calls experimental: the terminal shows our progress and
+    summary, not torch's warnings about scheduler order or Optuna's ExperimentalWarning."""
     path = write_spec(tmp_path / "wine.yaml", {
         "data": {"dataset": "sklearn:wine"},
         "space": {"depth": 1, "width": 16, "optimizer": ["adam", "sgd"],
                   "lr_schedule": ["invscaling", "cosine", "adaptive"], "max_epochs": 5, "batch_size": 32},
-        "study": {"name": "wine_sched", "n_trials": 6, "sampler": "random", "seed": 0},
+        "study": {"name": "wine_sched", "n_trials": 6, "sampler": sampler, "pruner": pruner, "seed": 0},
         "output": {"dir": str(tmp_path / "studies")},
     })
     r = cli("search", path, "--no-report", "--no-export")
