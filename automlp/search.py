@@ -432,6 +432,9 @@ def run_search(spec: Spec, progress: Callable[[Progress], None] | None = None,
     n_total = spec.study.n_trials
     to_run = None if n_total is None else max(n_total - n_before, 0)
     notes = list(data.notes)
+    if spec.training.precision in ("bf16", "fp16") and device.type != "cuda":
+        notes.append(f"training.precision: {spec.training.precision} is CUDA mixed precision; on {device.type} "
+                     "the trials train in fp32")
     interrupted = False
     if to_run == 0:
         notes.append(f"the study already has {n_before} finished trials (n_trials: {n_total}); nothing to run. "

@@ -96,3 +96,16 @@ def test_a_search_prints_no_library_warnings(tmp_path, cli, sampler, pruner):
     r = cli("search", path, "--no-report", "--no-export")
     assert r.returncode == 0, r.stderr
     assert "Warning" not in r.stderr, r.stderr
+
+
+def test_mixed_precision_asked_for_on_a_cpu_is_said_not_silently_dropped(tmp_path, cli):
+    path = write_spec(tmp_path / "wine.yaml", {
+        "data": {"dataset": "sklearn:wine"},
+        "space": {"depth": 1, "width": 16, "max_epochs": 3, "batch_size": 32},
+        "training": {"precision": "bf16", "device": "cpu"},
+        "study": {"name": "wine_bf16", "n_trials": 2, "seed": 0},
+        "output": {"dir": str(tmp_path / "studies")},
+    })
+    r = cli("search", path, "--no-report", "--no-export")
+    assert r.returncode == 0, r.stderr
+    assert "note: training.precision: bf16 is CUDA mixed precision; on cpu the trials train in fp32" in r.stderr
