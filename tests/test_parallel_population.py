@@ -49,7 +49,7 @@ def test_workers_train_populations_within_the_study_wide_budget(tmp_path):
 
 
 def test_a_killed_population_search_is_retried_by_the_same_command(tmp_path):
-    spec, url = _population_spec(tmp_path, "popk", n_trials=6, population=3, epochs=60)
+    spec, url = _population_spec(tmp_path, "popk", n_trials=6, population=3, epochs=150)  # a few s a generation
     cmd = ("search", str(spec), "-q", "--no-report")
     proc = start(*cmd, cwd=tmp_path)
 
