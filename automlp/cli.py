@@ -154,11 +154,14 @@ def search(
     Ctrl-C stops the running trials after their current epoch (marked FAIL) and still writes the summary;
     the same command resumes. A second Ctrl-C stops at once."""
 
-    from automlp.search import run_search
-    from automlp.workers import graceful_stop, quiet_optuna, run_parallel
+    from automlp.workers import graceful_stop, quiet_optuna, run_parallel, start_worker_server
 
     spec = _load(spec_path, n_trials=n_trials, timeout=timeout, storage=storage, device=device, seed=seed,
                  data_path=data_path)
+    if workers > 1:
+        start_worker_server()  # its imports overlap with the ones below
+    from automlp.search import run_search
+
     quiet_optuna()
     progress = None if quiet else ProgressLine(spec.study.metric or "value")
     try:
