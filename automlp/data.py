@@ -479,8 +479,10 @@ def refit_preprocessing(data: PreparedData, fit_rows: np.ndarray, eval_rows: np.
     y = np.concatenate([data.y_train, data.y_val])
     pre = make_preprocessor(data.numeric_columns, data.categorical_columns, data.max_categories)
     X_fit = pre.fit_transform(data.raw_fit.iloc[fit_rows]).astype(np.float32)
-    eval_rows = fit_rows if eval_rows is None else eval_rows
-    X_eval = X_fit if eval_rows is fit_rows else pre.transform(data.raw_fit.iloc[eval_rows]).astype(np.float32)
+    if eval_rows is None:
+        eval_rows, X_eval = fit_rows, X_fit
+    else:
+        X_eval = pre.transform(data.raw_fit.iloc[eval_rows]).astype(np.float32)
     X_test = pre.transform(as_categories(data.raw_test, data.categorical_columns)).astype(np.float32)
     return replace(data, X_train=X_fit, y_train=y[fit_rows], X_val=X_eval, y_val=y[eval_rows], X_test=X_test,
                    preprocessor=pre, feature_names=list(pre.get_feature_names_out()))

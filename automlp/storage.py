@@ -41,6 +41,7 @@ from automlp.errors import StorageError
 JOURNAL_NAME = "study.journal"
 WORKER_ATTR = "automlp:worker"  # trial system attr: which process runs the trial, and its last heartbeat
 SKIPPED_ATTR = "automlp_skipped"  # trial user attr: why a trial was failed before it trained
+SKIP_NOTE = "the study-wide n_trials was reached by other workers as this trial started; it was not trained"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 HEARTBEAT_INTERVAL_S = 10
 GRACE_PERIOD_S = 30
@@ -366,8 +367,7 @@ def run_trials(study: optuna.Study, objective: Callable[[optuna.Trial], float], 
     def gated(trial: optuna.Trial) -> float:
         release[0]()  # the trial exists now: other workers of this machine may check the budget
         if not budget.admits(study, trial):
-            trial.set_user_attr(SKIPPED_ATTR, "the study-wide n_trials was reached by other workers as this "
-                                              "trial started; it was not trained")
+            trial.set_user_attr(SKIPPED_ATTR, SKIP_NOTE)
             raise SkippedTrial()
         return objective(trial)
 

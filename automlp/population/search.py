@@ -34,7 +34,7 @@ from automlp.population.train import stack_key, train_population
 from automlp.search import (Objective, TrialRun, configs_from_params, params_of, record_run, run_config,
                             suggest_params, trial_seed)  # fmt: skip
 from automlp.spec import Spec
-from automlp.storage import SKIPPED_ATTR, TrialBudget
+from automlp.storage import SKIP_NOTE, SKIPPED_ATTR, TrialBudget
 from automlp.train import TrainConfig, predict
 
 STRUCTURAL = ("depth", "activation", "optimizer", "batch_size", "max_epochs")
@@ -139,8 +139,7 @@ def run_generation(objective: Objective, study: optuna.Study, k: int, callbacks:
 
 
 def _skip(study: optuna.Study, trial: optuna.Trial, told: set[int]) -> bool:
-    trial.set_user_attr(SKIPPED_ATTR, "the study-wide n_trials was reached by other workers as this trial "
-                                      "started; it was not trained")
+    trial.set_user_attr(SKIPPED_ATTR, SKIP_NOTE)
     study.tell(trial, state=TrialState.FAIL)
     told.add(trial.number)
     return False
