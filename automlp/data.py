@@ -237,6 +237,8 @@ def _check_mixed(df: pd.DataFrame, spec: DataSpec, fname: str) -> None:
 
 def read_data(spec: DataSpec) -> RawData:
     """Read the data the spec names, without any preprocessing."""
+    if spec._rows is not None:  # rows given in Python (automlp.search(data=...)), checked by automlp.frames
+        return spec._rows
     if spec.dataset is not None:
         return _read_sklearn(spec.dataset.removeprefix("sklearn:"))
     path = Path(spec.path)

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 from pydantic_core import PydanticCustomError
 
 from automlp.errors import SpecError
@@ -209,6 +210,7 @@ class DataSpec(_Section):
     split_seed: int | None = Field(None, description="Seed of the splits (default: study.seed)")
     max_categories: int = Field(50, ge=2, le=10_000,
                                 description="One-hot at most this many categories per column; rarer ones share one")
+    _rows: Any = PrivateAttr(None)  # rows given in Python (a data.RawData), read instead of dataset/path
 
     @field_validator("dataset")
     @classmethod
@@ -224,14 +226,15 @@ class DataSpec(_Section):
         return "sklearn:" + name
 
     @model_validator(mode="after")
-    def _one_source(self) -> DataSpec:
-        if (self.dataset is None) == (self.path is None):
+    def _one_source(self, info: ValidationInfo) -> DataSpec:
+        given = (info.context or {}).get("data_given")  # automlp.search(data=...): the rows come from Python
+        if not given and (self.dataset is None) == (self.path is None):
             raise PydanticCustomError("automlp", "give exactly one of 'dataset' (e.g. sklearn:iris) or 'path'")
         if self.path is not None and "\0" in str(self.path):
             raise _sub_error("path", "must not contain a NUL character")
         if self.path is not None and self.path.suffix.lower() not in (".csv", ".parquet", ".pq", ".npz", ".gz", ".tsv"):
             raise _sub_error("path", f"unsupported file type '{self.path.suffix}'; use .csv, .parquet or .npz")
-        if self.path is not None and self.path.suffix.lower() != ".npz" and not self.target:
+        if not given and self.path is not None and self.path.suffix.lower() != ".npz" and not self.target:
             raise _sub_error("target", "is required with a CSV or Parquet file: name the column to predict")
         if self.target and self.target in self.drop:
             raise _sub_error("drop", f"drops the target column '{self.target}'")
@@ -656,15 +659,16 @@ def _model_at(loc: list[str]) -> type[BaseModel] | None:
 
 
 def validate_spec_dict(raw: Any, fname: str = "spec", lines: dict | None = None, base_dir: Path | None = None,
-                       default_name: str = "study") -> Spec:
-    """Validate a parsed spec document; errors become one SpecError listing every problem."""
+                       default_name: str = "study", data_given: bool = False) -> Spec:
+    """Validate a parsed spec document; errors become one SpecError listing every problem. `data_given`: the
+    rows come from Python (automlp.search(data=...)), so data.dataset/data.path are not required."""
     lines = lines or {}
     if not isinstance(raw, dict):
         kind = type(raw).__name__ if raw is not None else "empty"
         raise SpecError(f"{fname}:1 the spec must be a mapping with sections data, space, training, study, output; "
                         f"got a {kind}")
     try:
-        spec = Spec.model_validate(raw)
+        spec = Spec.model_validate(raw, context={"data_given": data_given})
     except _ParamFieldError as e:
         err = {"loc": ("space", e.field), "type": "automlp", "msg": e.err.message(), "ctx": e.err.context}
         raise SpecError(_format_error(err, fname, lines, raw)) from None
@@ -686,7 +690,7 @@ def check_metric_fits(metric: str, task: str) -> None:
                         f"use one of {', '.join(fits)}, or set data.task")
 
 
-def load_spec(path: str | Path) -> Spec:
+def load_spec(path: str | Path, data_given: bool = False) -> Spec:
     """Read, parse and validate a spec file. Relative data paths resolve against the spec's folder."""
     path = Path(path)
     fname = path.name
@@ -703,7 +707,7 @@ def load_spec(path: str | Path) -> Spec:
         raise SpecError(f"{path}: cannot read the spec ({e.strerror})") from None
     raw, lines = _parse_yaml(text, fname)
     default_name = re.sub(r"[^A-Za-z0-9_.-]", "_", path.stem) or "study"
-    return validate_spec_dict(raw, fname, lines, path.resolve().parent, default_name)
+    return validate_spec_dict(raw, fname, lines, path.resolve().parent, default_name, data_given)
 
 
 def apply_overrides(spec: Spec, n_trials: int | None = None, timeout: float | None = None,
