@@ -90,15 +90,14 @@ class ProgressLine:
         self.last = 0.0
 
     def __call__(self, p) -> None:
+        from automlp.progress import progress_text
+
         now = time.monotonic()
         done = p.n_total is not None and p.n_done >= p.n_total
         if not self.tty and now - self.last < 2.0 and not done:
             return  # in logs, a line every 2 s at most
         self.last = now
-        total = f"/{p.n_total}" if p.n_total else ""
-        best = f"{p.best_value:.4g}" if p.best_value is not None else "-"
-        eta = f" | ETA {p.eta_s:.0f} s" if p.eta_s is not None else ""
-        line = f"trials {p.n_done}{total} | best {self.metric} {best} | {p.elapsed_s:.1f} s elapsed{eta}"
+        line = progress_text(p, self.metric)
         if self.tty:
             typer.echo("\r" + line.ljust(78), err=True, nl=False)
         else:
@@ -154,22 +153,20 @@ def search(
     Ctrl-C stops the running trials after their current epoch (marked FAIL) and still writes the summary;
     the same command resumes. A second Ctrl-C stops at once."""
 
-    from automlp.workers import graceful_stop, quiet_optuna, run_parallel, start_worker_server
+    from automlp.api import run_study
+    from automlp.workers import start_worker_server
 
     spec = _load(spec_path, n_trials=n_trials, timeout=timeout, storage=storage, device=device, seed=seed,
                  data_path=data_path)
     if workers > 1:
         start_worker_server()  # its imports overlap with the ones below
-    from automlp.search import run_search
+    from automlp.api import export_best, report_after_search
+    from automlp.workers import quiet_optuna
 
-    quiet_optuna()
+    quiet_optuna()  # for the whole command: the report's figures and the export log nothing either
     progress = None if quiet else ProgressLine(spec.study.metric or "value")
     try:
-        with graceful_stop() as stop:
-            if workers > 1:
-                outcome = run_parallel(spec, workers, progress=progress, stop=stop)
-            else:
-                outcome = run_search(spec, progress=progress, stop=stop)
+        outcome = run_study(spec, progress, workers)
     except OSError as e:  # reading errors are DataError/StorageError by now: this is the study folder
         _fail(f"output.dir: cannot write in {spec.study_dir}: {_os_message(e)}")
     finally:
@@ -180,26 +177,16 @@ def search(
     typer.echo(best_table(outcome.summary))
     typer.echo(f"wrote {spec.study_dir / 'summary.json'} and summary.md")
     if not no_export:
-        _export_best(outcome, spec)
+        folder = export_best(outcome, spec)
+        if folder is not None:
+            typer.echo(f"wrote the best model (trial #{outcome.study.best_trial.number}) to {folder}/")
     if outcome.interrupted:
         raise typer.Exit(130)
-    _report_after_search(spec, outcome, skip=no_report, export=not no_export)
-
-
-def _report_after_search(spec, outcome, skip: bool, export: bool) -> None:
-    from automlp.report import build_report, record_spec
-
-    record_spec(outcome.study, spec)
-    if skip:
-        return
-    result = build_report(spec, outcome.study, outcome.data, outcome.best_run)
-    _echo_report(result)
-    chosen = (result.facts.get("choice") or {}).get("trial")
-    if export and spec.report.use_rescored_choice and chosen is not None and chosen != result.facts["best"]["trial"]:
-        from automlp.export.write import export_study
-
-        folder, _ = export_study(spec, chosen)  # report.use_rescored_choice: the k-fold winner replaces the export
-        typer.echo(f"exported the k-fold winner, trial #{chosen}, to {folder}")
+    result, rescored = report_after_search(spec, outcome, report=not no_report, export=not no_export)
+    if result is not None:
+        _echo_report(result)
+    if rescored is not None:  # report.use_rescored_choice: the k-fold winner replaced the export
+        typer.echo(f"exported the k-fold winner, trial #{rescored[0]}, to {rescored[1]}")
 
 
 def _echo_report(result) -> None:
@@ -245,14 +232,6 @@ def report(
     else:
         raise SpecError("report: give a spec file, a study folder, or --storage (with --study-name)")
     _echo_report(build_report(spec, st, out_dir=out))
-
-
-def _export_best(outcome, spec) -> None:
-    from automlp.export.write import export_search
-
-    folder = export_search(outcome, spec)
-    if folder is not None:
-        typer.echo(f"wrote the best model (trial #{outcome.study.best_trial.number}) to {folder}/")
 
 
 @app.command()
