@@ -43,10 +43,24 @@ def _columns(df: pd.DataFrame, what: str) -> pd.DataFrame:
 
 
 def _missing_markers(df: pd.DataFrame, spec: DataSpec) -> pd.DataFrame:
-    """data.na_values become missing, as read_csv makes them; a column of numbers and markers becomes numeric."""
+    """data.na_values become missing, as read_csv makes them: a text column of numbers that held a marker
+    (pd.read_csv without na_values reads "130", "?" as text) becomes numeric, unless listed in data.categorical."""
     if not spec.na_values:
         return df
-    return df.replace({v: np.nan for v in spec.na_values}).infer_objects()
+    for col in df.columns:
+        values = df[col]
+        if not (values.dtype == object or pd.api.types.is_string_dtype(values)):
+            continue
+        marked = values.isin(spec.na_values)
+        if not marked.any():
+            continue
+        values = values.astype(object).mask(marked)
+        if col not in spec.categorical:
+            numbers = pd.to_numeric(values, errors="coerce")
+            if numbers.notna().sum() == values.notna().sum():
+                values = numbers
+        df[col] = values
+    return df
 
 
 def _check_columns(df: pd.DataFrame, spec: DataSpec, what: str) -> None:
