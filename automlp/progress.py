@@ -1,7 +1,7 @@
 """What a search shows while it runs: one line of text (`progress_text`), drawn by the caller's choice.
 
 The search calls `progress(search.Progress)` after every trial and never prints. The CLI draws the text on its
-terminal line; `ProgressBar` draws it as a live bar (tqdm.auto: a widget in Jupyter, text elsewhere).
+terminal line; `ProgressBar` draws it as a live bar (tqdm: a widget in Jupyter with ipywidgets, text elsewhere).
 """
 
 from __future__ import annotations
@@ -28,8 +28,7 @@ class ProgressBar:
 
     def __call__(self, p: Any) -> None:
         if self.bar is None:
-            from tqdm.auto import tqdm
-
+            tqdm = _tqdm()
             self.bar = tqdm(total=p.n_total, initial=0, unit="trial", desc="automlp", **self.kwargs)
             self.bar.start_t -= p.elapsed_s  # the first trial ran before the bar opened: count its time
         self.bar.n = p.n_done
@@ -40,6 +39,18 @@ class ProgressBar:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def _tqdm():
+    """tqdm.auto's widget where Jupyter can draw it (ipywidgets installed), else the text bar (in a notebook
+    too, where tqdm.auto would warn and fall back to it)."""
+    import importlib.util
+
+    if importlib.util.find_spec("ipywidgets") is not None:
+        from tqdm.auto import tqdm
+    else:
+        from tqdm.std import tqdm
+    return tqdm
 
 
 def make_progress(choice: Any, metric: str) -> Callable | None:
