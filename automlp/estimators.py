@@ -2,15 +2,17 @@
 
 `fit(X, y)` runs `automlp.search` on the rows given, with a spec built from the constructor's parameters (which
 mirror the spec's sections; `spec=` gives a whole base spec), then keeps the best model for `predict`. Each fit
-has its own study, named after the data (`<study_name>-<digest of X and y>`): in a temporary folder removed when
-fit returns (nothing left on disk) unless `storage=` or `output_dir=` keeps it, in which case a second fit on the
-same rows resumes it and the folds of `cross_val_score` each get their own study.
+has its own study, named after its rows and spec (`<study_name>-<digest of X, y and the spec>`). It lives in a
+temporary folder removed when fit returns (nothing left on disk) unless `storage=` or `output_dir=` keeps it;
+then a second fit with the same rows and parameters resumes it, and each fold of `cross_val_score` (other rows)
+gets its own study.
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -47,10 +49,13 @@ def memory_copy(study):
     return copy_
 
 
-def _digest(frame: pd.DataFrame, y: np.ndarray) -> str:
+def _digest(frame: pd.DataFrame, y: np.ndarray, spec: dict) -> str:
+    """Names a study after its rows and its spec: the same fit again resumes it, other rows or parameters
+    (another fold, another random_state) get their own."""
     h = hashlib.sha256(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
     h.update(np.ascontiguousarray(y).tobytes())
     h.update(",".join(map(str, frame.columns)).encode())
+    h.update(json.dumps(spec, sort_keys=True, default=str).encode())
     return h.hexdigest()[:10]
 
 
@@ -115,8 +120,9 @@ class _AutoMLP(BaseEstimator):
             return copy.deepcopy(self.spec)
         return dump_spec(load_spec(self.spec, data_given=True))
 
-    def _spec_dict(self, name: str, output_dir: str) -> dict:
-        """The spec of this fit: the base spec, then every parameter that is not None on top."""
+    def _spec_dict(self) -> dict:
+        """The spec of this fit: the base spec, then every parameter that is not None on top (no study name
+        and output folder yet)."""
         raw = self._base_spec()
         data = {k: v for k, v in (raw.get("data") or {}).items() if k in DATA_KEYS}
         data |= {k: v for k, v in (("test_size", self.test_size), ("val_size", self.val_size),
@@ -134,8 +140,7 @@ class _AutoMLP(BaseEstimator):
                            ("storage", self.storage), ("seed", self.random_state)):
             if value is not None:
                 study[key] = value
-        raw["study"] = study | {"name": name}
-        raw["output"] = dict(raw.get("output") or {}) | {"dir": output_dir}
+        raw["study"] = study
         return raw
 
     # ------------------------------------------------------------------ rows
@@ -176,10 +181,12 @@ class _AutoMLP(BaseEstimator):
         y = self._target(y)
         if len(y) != len(frame):
             raise ValueError(f"X has {len(frame)} rows and y has {len(y)} values; give one value per row")
-        temp = tempfile.mkdtemp(prefix="automlp-fit-") if self.output_dir is None and self.storage is None else None
+        # the study folder (summary, budget lock) is temporary unless output_dir keeps it; the study itself
+        # lives in that folder too unless a storage keeps it
+        temp = tempfile.mkdtemp(prefix="automlp-fit-") if self.output_dir is None else None
         try:
             result = self._search(frame, y, temp)
-            self._keep(result, temp is not None)
+            self._keep(result, temp is not None, temp is not None and self.storage is None)
         finally:
             if temp is not None:
                 shutil.rmtree(temp, ignore_errors=True)
@@ -188,11 +195,12 @@ class _AutoMLP(BaseEstimator):
     def _search(self, frame: pd.DataFrame, y: np.ndarray, temp: str | None):
         from automlp.api import search
 
-        name = f"{self.study_name or 'fit'}-{_digest(frame, y)}"
-        out = temp or str(self.output_dir or "studies")
+        spec = self._spec_dict()
+        spec["study"]["name"] = f"{self.study_name or 'fit'}-{_digest(frame, y, spec)}"
+        spec["output"] = dict(spec.get("output") or {}) | {"dir": temp or str(self.output_dir)}
         try:
-            result = search(self._spec_dict(name, out), (frame, pd.Series(y, name="y")), progress=self.progress,
-                            report=self.report, export=self.export)
+            result = search(spec, (frame, pd.Series(y, name="y")), progress=self.progress, report=self.report,
+                            export=self.export)
         except DataError as e:
             raise FitDataError(str(e)) from None
         if result.interrupted:
@@ -201,10 +209,10 @@ class _AutoMLP(BaseEstimator):
             raise FitDataError(f"{type(self).__name__}: no trial finished, so there is no model; see study_")
         return result
 
-    def _keep(self, result, temporary: bool) -> None:
-        """The fitted attributes: what predict needs and what the search found; no live storage or folder."""
+    def _keep(self, result, temporary: bool, study_in_memory: bool) -> None:
+        """The fitted attributes: what predict needs and what the search found; nothing in a removed folder."""
         self.predictor_ = result.predictor
-        self.study_ = memory_copy(result.study) if temporary else result.study
+        self.study_ = memory_copy(result.study) if study_in_memory else result.study
         self.summary_ = result.summary
         self.report_facts_ = None if result.report is None else result.report.facts
         self.best_trial_ = result.best_trial

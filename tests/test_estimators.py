@@ -90,8 +90,9 @@ def test_a_dataframe_with_text_columns_fits_in_memory_and_pickles(tmp_path, monk
 
 
 @pytest.mark.slow
-def test_pipeline_with_column_transformer_inside_cross_val_score(tmp_path):
+def test_pipeline_with_column_transformer_inside_cross_val_score(tmp_path, monkeypatch):
     """Each fold searches its own study: in memory by default; in the given storage, one study per fold."""
+    monkeypatch.chdir(tmp_path)
     X, y = mpg()
     front = ColumnTransformer([("region", OneHotEncoder(), ["origin"])], remainder="passthrough")
     url = f"journal://{tmp_path / 'cv.journal'}"
@@ -108,3 +109,4 @@ def test_pipeline_with_column_transformer_inside_cross_val_score(tmp_path):
     again = cross_val_score(model, X, y, cv=folds, scoring="r2")
     assert np.allclose(again, scores)
     assert len(optuna.get_all_study_summaries(open_storage(url))) == 3
+    assert {p.name for p in tmp_path.iterdir()} <= {"cv.journal", "cv.journal.flock"}  # no study folders
