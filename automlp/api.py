@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     import optuna
     import pandas as pd
 
+    from automlp.data import PreparedData
     from automlp.export.load import Predictor
     from automlp.report import ReportResult
     from automlp.search import SearchOutcome
@@ -174,6 +175,51 @@ def search(spec: Any, data: Any = None, *, progress: Any = None, report: bool = 
         if rescored is not None:
             model_dir = rescored[1]
     return Result(s, outcome, model_dir, built)
+
+
+def check_data(spec: Spec) -> PreparedData:
+    """Read, split and preprocess the data as a search would (`automlp validate --check-data`): data errors
+    and a metric that does not fit the inferred task surface before a search starts."""
+    from automlp.data import prepare_data
+    from automlp.spec import check_metric_fits
+
+    data = prepare_data(spec.data, spec.study.seed)
+    if spec.study.metric:  # the default metric always fits the task
+        check_metric_fits(spec.study.metric, data.task)
+    return data
+
+
+def report_study(target: str | os.PathLike | None = None, study_name: str | None = None,
+                 storage: str | None = None, out: str | os.PathLike | None = None) -> ReportResult:
+    """Write the report of an existing study (`automlp report`): `target` is a spec file or a study folder
+    (holding study.journal); or give `storage` (and `study_name`) alone. `out`: default the study folder."""
+    with quiet_optuna_logs():
+        return _report_study(target, study_name, storage, out)
+
+
+def _report_study(target, study_name, storage, out) -> ReportResult:
+    from automlp.report import build_report, load_study, spec_of_study
+    from automlp.storage import JOURNAL_NAME, default_storage_url
+
+    study = None if target is None else Path(target)
+    if study is not None and study.is_dir():
+        url = storage or default_storage_url(study)
+        if storage is None and not (study / JOURNAL_NAME).exists():
+            raise SpecError(f"{study}: no {JOURNAL_NAME} in this folder; give the spec file, or --storage")
+        st = load_study(url, study_name)
+        spec = apply_overrides(spec_of_study(st, str(study)), storage=storage)
+        out = out or study
+    elif study is not None:
+        spec = apply_overrides(load_spec(study), storage=storage)
+        if study_name:
+            spec.study.name = study_name
+        st = load_study(spec.study.storage or default_storage_url(spec.study_dir), spec.study.name)
+    elif storage is not None:
+        st = load_study(storage, study_name)
+        spec = apply_overrides(spec_of_study(st, storage), storage=storage)
+    else:
+        raise SpecError("report: give a spec file, a study folder, or --storage (with --study-name)")
+    return build_report(spec, st, out_dir=None if out is None else Path(out))
 
 
 # --------------------------------------------------------------------------- the result

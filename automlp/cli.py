@@ -207,31 +207,9 @@ def report(
                                        "(default: the study folder)."),
 ) -> None:
     """Write the study report (report.html, report.md, report.json): best model and overfitting diagnostics."""
-    import optuna
+    from automlp.api import report_study
 
-    from automlp.report import build_report, load_study, spec_of_study
-    from automlp.spec import apply_overrides
-    from automlp.storage import JOURNAL_NAME, default_storage_url
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if study is not None and study.is_dir():
-        url = storage or default_storage_url(study)
-        if storage is None and not (study / JOURNAL_NAME).exists():
-            raise SpecError(f"{study}: no {JOURNAL_NAME} in this folder; give the spec file, or --storage")
-        st = load_study(url, study_name)
-        spec = apply_overrides(spec_of_study(st, str(study)), storage=storage)
-        out = out or study
-    elif study is not None:
-        spec = _load(study, storage=storage)
-        if study_name:
-            spec.study.name = study_name
-        st = load_study(spec.study.storage or default_storage_url(spec.study_dir), spec.study.name)
-    elif storage is not None:
-        st = load_study(storage, study_name)
-        spec = apply_overrides(spec_of_study(st, storage), storage=storage)
-    else:
-        raise SpecError("report: give a spec file, a study folder, or --storage (with --study-name)")
-    _echo_report(build_report(spec, st, out_dir=out))
+    _echo_report(report_study(study, study_name, storage, out))
 
 
 @app.command()
@@ -317,12 +295,9 @@ def validate(
     """Check a spec without running anything (exit 0 when valid, 2 when not)."""
     spec = _load(spec_path)
     if check_data:
-        from automlp.data import prepare_data
-        from automlp.spec import check_metric_fits
+        from automlp.api import check_data as check
 
-        data = prepare_data(spec.data, spec.study.seed)
-        if spec.study.metric:  # the default metric always fits the task
-            check_metric_fits(spec.study.metric, data.task)
+        data = check(spec)
         for note in data.notes:
             typer.echo(f"note: {note}", err=True)
         sizes = data.sizes()
