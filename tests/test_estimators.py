@@ -110,3 +110,15 @@ def test_pipeline_with_column_transformer_inside_cross_val_score(tmp_path, monke
     assert np.allclose(again, scores)
     assert len(optuna.get_all_study_summaries(open_storage(url))) == 3
     assert {p.name for p in tmp_path.iterdir()} <= {"cv.journal", "cv.journal.flock"}  # no study folders
+
+
+def test_parameters_land_in_the_spec_over_a_base_spec():
+    est = AutoMLPRegressor(spec=str(EXAMPLE_DATA.parent / "auto_mpg.yaml"), n_trials=2, random_state=5,
+                           validation={"folds": 3}, training={"threads": 1}, device="cpu")
+    raw = est._spec_dict()
+    assert raw["space"]["depth"] == [1, 2, 3] and raw["space"]["max_epochs"] == 300  # from the YAML
+    assert raw["study"]["n_trials"] == 2 and raw["study"]["seed"] == 5 and raw["study"]["metric"] == "r2"
+    assert raw["study"]["validation"] == {"folds": 3}  # passed through as given; the spec validates it
+    assert raw["training"]["threads"] == 1 and raw["training"]["early_stopping"]["patience"] == 20
+    assert raw["data"] == {"categorical": ["origin"], "na_values": ["?"], "test_size": 0.2, "val_size": 0.2,
+                           "max_categories": 50, "split_seed": 3, "task": "regression"}  # not the file
