@@ -122,3 +122,26 @@ def test_parameters_land_in_the_spec_over_a_base_spec():
     assert raw["training"]["threads"] == 1 and raw["training"]["early_stopping"]["patience"] == 20
     assert raw["data"] == {"categorical": ["origin"], "na_values": ["?"], "test_size": 0.2, "val_size": 0.2,
                            "max_categories": 50, "split_seed": 3, "task": "regression"}  # not the file
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_fit_raises_and_the_stored_study_resumes(tmp_path):
+    import os
+    import signal
+
+    import optuna
+
+    def interrupt_after_first(p):
+        if p.n_done == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    X, y = mpg()
+    url = f"journal://{tmp_path / 'fit.journal'}"
+    est = AutoMLPRegressor(**FAST | {"n_trials": 3, "storage": url, "progress": interrupt_after_first})
+    with pytest.raises(KeyboardInterrupt):
+        est.fit(X, y)
+    assert not hasattr(est, "predictor_")
+    (summary,) = optuna.get_all_study_summaries(open_storage(url))
+    assert summary.n_trials == 1  # the finished trial is kept
+    est.set_params(progress=None).fit(X, y)  # the same rows and spec: the same study, resumed
+    assert len(est.study_.trials) == 3 and est.study_.study_name == summary.study_name
