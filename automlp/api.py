@@ -13,6 +13,7 @@ import contextlib
 import copy
 import os
 import threading
+import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -85,7 +86,13 @@ def _revalidated(s: Spec) -> Spec:
 @contextlib.contextmanager
 def quiet_optuna_logs() -> Iterator[None]:
     """Optuna's logger at WARNING while a search runs (no line per trial), then as the caller had it."""
-    import optuna
+    from tqdm import TqdmWarning
+
+    with warnings.catch_warnings():
+        # importing Optuna imports tqdm.auto, which warns in Jupyter without ipywidgets ("IProgress not
+        # found"); its widget is not used here (automlp.progress picks the text bar then)
+        warnings.simplefilter("ignore", category=TqdmWarning)
+        import optuna
 
     from automlp.workers import quiet_optuna
 

@@ -35,6 +35,7 @@ def test_example_notebook_shows_the_report_inline_and_predicts(tmp_path):
     search = next(out for src, out in cells.items() if "automlp.search(" in src)
     assert "4/4" in search and "best r2" in search  # the live bar, at its end
     assert "Trial 0 finished" not in search and "Traceback" not in search  # no Optuna log storm, no error
+    assert "Warning" not in search  # e.g. tqdm's "IProgress not found" when Optuna is imported in Jupyter
     inline = cells["result"]
     assert "automlp study mpg" in inline and 'class="verdict"' in inline
     assert "Best model: trial #" in inline and "Top trials side by side" in inline
