@@ -5,6 +5,7 @@ Every hyperparameter in `space` accepts a fixed value, a list of choices, or a r
 trusts the spec.
 
 - `params`: `Param`, the rules of each hyperparameter, `parse_param`;
+- `base`: the section base class, whose cross-field checks run even when other fields failed;
 - `sections`: the Pydantic models of the sections and the whole `Spec`;
 - `parse`: YAML reading with duplicate keys refused and YAML paths mapped to lines;
 - `load`: validation with messages (file:line, YAML path, fix), `load_spec`, overrides, `dump_spec`.

@@ -12,9 +12,11 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticCustomError
 
 from automlp.errors import SpecError
-from automlp.spec.params import Param, _ParamFieldError
+from automlp.spec.params import Param
 from automlp.spec.parse import _parse_yaml
 from automlp.spec.sections import CLASSIFICATION_METRICS, REGRESSION_METRICS, Spec, StudySpec, TrainingSpec
+
+MAX_SHOWN = 20  # errors listed in a SpecError's message; the rest are counted (all are in `.errors`)
 
 _BOUND_WORDS = {"greater_than": (">", "gt"), "greater_than_equal": (">=", "ge"), "less_than": ("<", "lt"),
                 "less_than_equal": ("<=", "le")}
@@ -23,7 +25,8 @@ _TYPE_WORDS = {"int_type": "an integer", "int_parsing": "an integer", "int_from_
                "bool_parsing": "true or false", "string_type": "text", "list_type": "a list"}
 
 
-def _format_error(err: dict, fname: str, lines: dict, raw: Any) -> str:
+def _format_error(err: dict, fname: str, lines: dict) -> tuple[int, str]:
+    """One error as `file:line yaml.path: message`, and its line (0 when unknown) to sort by."""
     loc = [str(p) for p in err["loc"]]
     ctx = err.get("ctx") or {}
     msg = err["msg"]
@@ -43,9 +46,9 @@ def _format_error(err: dict, fname: str, lines: dict, raw: Any) -> str:
         op, key = _BOUND_WORDS[err["type"]]
         bound = ctx.get(key)
         bound = f"{bound:g}" if isinstance(bound, (int, float)) else bound
-        msg = f"must be {op} {bound}; got {err.get('input')!r}"
+        msg = f"must be {op} {bound} (got {err.get('input')!r})"
     elif err["type"] in _TYPE_WORDS:
-        msg = f"must be {_TYPE_WORDS[err['type']]}; got {err.get('input')!r}"
+        msg = f"must be {_TYPE_WORDS[err['type']]} (got {err.get('input')!r})"
     elif err["type"] in ("literal_error", "enum"):
         given = err.get("input")
         expected = ctx.get("expected", "")
@@ -54,7 +57,7 @@ def _format_error(err: dict, fname: str, lines: dict, raw: Any) -> str:
         tip = f"did you mean '{near[0]}'? " if near else ""
         msg = f"unknown value {given!r}; {tip}Valid: {', '.join(choices)}"
     elif err["type"] == "model_type" or err["type"] == "dict_type":
-        msg = f"must be a mapping of keys to values; got {err.get('input')!r}"
+        msg = f"must be a mapping of keys to values (got {err.get('input')!r})"
     line = None
     for n in range(len(loc), -1, -1):
         if tuple(loc[:n]) in lines:
@@ -62,7 +65,17 @@ def _format_error(err: dict, fname: str, lines: dict, raw: Any) -> str:
             break
     where = f"{fname}:{line}" if line else fname
     path = ".".join(loc)
-    return f"{where} {path}: {msg}" if path else f"{where} {msg}"
+    return line or 0, f"{where} {path}: {msg}" if path else f"{where} {msg}"
+
+
+def spec_error(errors: list[tuple[int, str]]) -> SpecError:
+    """Every error of a spec in one SpecError, in file order (by line; ties in the order found); its message
+    lists the first MAX_SHOWN and counts the rest."""
+    ordered = list(dict.fromkeys(msg for _, msg in sorted(errors, key=lambda e: e[0])))
+    shown = ordered[:MAX_SHOWN]
+    if len(ordered) > MAX_SHOWN:
+        shown.append(f"... and {len(ordered) - MAX_SHOWN} more")
+    return SpecError("\n".join(shown), errors=ordered)
 
 
 def _model_at(loc: list[str]) -> type[BaseModel] | None:
@@ -82,16 +95,12 @@ def validate_spec_dict(raw: Any, fname: str = "spec", lines: dict | None = None,
     lines = lines or {}
     if not isinstance(raw, dict):
         kind = type(raw).__name__ if raw is not None else "empty"
-        raise SpecError(f"{fname}:1 the spec must be a mapping with sections data, space, training, study, output; "
-                        f"got a {kind}")
+        raise SpecError(f"{fname}:1 the spec must be a mapping with sections data, space, training, study, output "
+                        f"(got a {kind})")
     try:
         spec = Spec.model_validate(raw)
-    except _ParamFieldError as e:
-        err = {"loc": ("space", e.field), "type": "automlp", "msg": e.err.message(), "ctx": e.err.context}
-        raise SpecError(_format_error(err, fname, lines, raw)) from None
     except ValidationError as e:
-        msgs = [_format_error(err, fname, lines, raw) for err in e.errors()]
-        raise SpecError("\n".join(dict.fromkeys(msgs))) from None
+        raise spec_error([_format_error(err, fname, lines) for err in e.errors()]) from None
     if spec.study.name is None:
         spec.study.name = default_name
     if spec.data.path is not None and base_dir is not None and not spec.data.path.is_absolute():
@@ -137,14 +146,19 @@ def apply_overrides(spec: Spec, n_trials: int | None = None, timeout: float | No
         spec.study.timeout = timeout
     if seed is not None:
         spec.study.seed = seed
-    try:
-        if storage is not None:
-            spec.study.storage = StudySpec._storage(storage)
-        if device is not None:
-            spec.training.device = TrainingSpec._device(device)
-    except PydanticCustomError as e:
-        flag = "--storage" if storage is not None and device is None else "--device"
-        raise SpecError(f"{flag}: {e.message()}") from None
+    errors = []
+    for flag, value, check in (("--storage", storage, StudySpec._storage), ("--device", device, TrainingSpec._device)):
+        try:
+            if value is not None:
+                check(value)
+        except PydanticCustomError as e:
+            errors.append(f"{flag}: {e.message()}")
+    if errors:
+        raise SpecError("\n".join(errors), errors=errors)
+    if storage is not None:
+        spec.study.set_storage_flag(storage)
+    if device is not None:
+        spec.training.device = device
     if data_path is not None:
         spec.data.path, spec.data.dataset = data_path.resolve(), None
     return spec

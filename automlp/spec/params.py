@@ -6,7 +6,8 @@ import difflib
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic_core import PydanticCustomError
+from pydantic import ValidationError
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 ACTIVATIONS = ("identity", "logistic", "tanh", "relu", "leaky_relu", "gelu", "silu")
 ACTIVATION_ALIASES = {"sigmoid": "logistic", "linear": "identity", "swish": "silu"}
@@ -68,84 +69,132 @@ def _sub_error(sub: str, msg: str) -> PydanticCustomError:
     return PydanticCustomError("automlp", "{msg}", {"msg": msg, "sub": sub})
 
 
+Problems = list[tuple[str, str]]  # (YAML path below the field or section, message), in the order found
+
+
+def raise_problems(problems: Problems, raw: Any, title: str = "spec") -> None:
+    """Raise every problem at once: a ValidationError raised inside a validator joins the model's own errors,
+    each at its own YAML path, so one run reports them all."""
+    if problems:
+        raise ValidationError.from_exception_data(title, [
+            InitErrorDetails(type=_err(msg), loc=tuple(sub.split(".")) if sub else (), input=raw)
+            for sub, msg in problems])
+
+
+class _Bad(Exception):
+    def __init__(self, sub: str, msg: str):
+        self.sub, self.msg = sub, msg
+
+
 def _check_number(name: str, kind: str, x: Any, bounds: tuple, sub: str) -> float:
     lo, hi, lo_open, hi_open = bounds
     if isinstance(x, bool) or not isinstance(x, (int, float)):
         want = "an integer" if kind == "int" else "a number"
-        raise _sub_error(sub, f"must be {want}; got {x!r}")
+        raise _Bad(sub, f"must be {want} (got {x!r})")
     if kind == "int" and isinstance(x, float):
         if not x.is_integer():
-            raise _sub_error(sub, f"must be an integer; got {x!r}")
+            raise _Bad(sub, f"must be an integer (got {x!r})")
         x = int(x)
     if (x < lo or (lo_open and x == lo)) or (x > hi or (hi_open and x == hi)):
         left, right = "(" if lo_open else "[", ")" if hi_open else "]"
         hint = ""
         if name == "width" and x > hi:
-            hint = f" (wider layers would not fit in memory for a tabular MLP; use at most {hi})"
-        raise _sub_error(sub, f"must be in {left}{lo:g}, {hi:g}{right}; got {x!r}{hint}")
+            hint = f"; wider layers would not fit in memory for a tabular MLP: use at most {hi}"
+        raise _Bad(sub, f"must be in {left}{lo:g}, {hi:g}{right} (got {x!r}){hint}")
+    return x
+
+
+def _check_choice(x: Any, sub: str, allowed: tuple, aliases: dict) -> Any:
+    if allowed and isinstance(x, str):
+        x = aliases.get(x.lower(), x.lower())
+    if allowed and x not in allowed:
+        names = [str(a) for a in allowed] + list(aliases)
+        near = difflib.get_close_matches(str(x), names, n=1)
+        tip = f"did you mean '{near[0]}'? " if near else ""
+        raise _Bad(sub, f"unknown value {x!r}; {tip}Valid: {', '.join(map(str, allowed))}")
     return x
 
 
 def parse_param(name: str, kind: str, raw: Any, bounds: tuple | None = None, allowed: tuple = (),
                 aliases: dict | None = None) -> Param:
-    """Turn a YAML value into a Param, raising errors that name the offending sub-key."""
-    aliases = aliases or {}
+    """Turn a YAML value into a Param. Every problem of the value is reported (a ValidationError, raised
+    inside a validator), each at the sub-key it concerns (`low`, `step`, a list index)."""
+    problems: Problems = []
+    param = None
 
     def check(x: Any, sub: str) -> Any:
-        if kind == "cat":
-            if allowed and isinstance(x, str):
-                x = aliases.get(x.lower(), x.lower())
-            if allowed and x not in allowed:
-                names = [str(a) for a in allowed] + list(aliases)
-                near = difflib.get_close_matches(str(x), names, n=1)
-                tip = f"did you mean '{near[0]}'? " if near else ""
-                raise _sub_error(sub, f"unknown value {x!r}; {tip}Valid: {', '.join(map(str, allowed))}")
-            return x
-        return _check_number(name, kind, x, bounds, sub)
+        try:
+            if kind == "cat":
+                return _check_choice(x, sub, allowed, aliases or {})
+            return _check_number(name, kind, x, bounds, sub)
+        except _Bad as e:
+            problems.append((e.sub, e.msg))
+            return _BAD
 
     if isinstance(raw, dict):
-        if kind == "cat":
-            raise _sub_error("", "a categorical parameter takes a value or a list of choices, not a range")
-        unknown = set(raw) - {"low", "high", "log", "step"}
-        if unknown:
-            key = sorted(map(str, unknown))[0]
-            near = difflib.get_close_matches(key, ["low", "high", "log", "step"], n=1)
-            tip = f"did you mean '{near[0]}'?" if near else "valid keys are low, high, log, step"
-            raise _sub_error(key, f"unknown key; {tip}")
-        for key in ("low", "high"):
-            if key not in raw:
-                raise _sub_error("", f"a range needs '{key}' (got keys: {', '.join(map(str, raw)) or 'none'})")
-        log = raw.get("log", False)
-        if not isinstance(log, bool):
-            raise _sub_error("log", f"must be true or false; got {log!r}")
-        low, high = raw["low"], raw["high"]
-        if log and isinstance(low, (int, float)) and not isinstance(low, bool) and low <= 0:
-            raise _sub_error("low", f"must be > 0 when log: true (got {low!r})")
-        low, high = check(low, "low"), check(high, "high")
-        if low >= high:
-            raise _sub_error("", f"low must be < high (got low={low!r}, high={high!r}); "
-                                 "for a fixed value write it directly")
-        step = raw.get("step")
-        if step is not None:
-            if log:
-                raise _sub_error("step", "cannot be combined with log: true; drop one of them")
-            if isinstance(step, bool) or not isinstance(step, (int, float)) or step <= 0:
-                raise _sub_error("step", f"must be a number > 0; got {step!r}")
-            if kind == "int" and not float(step).is_integer():
-                raise _sub_error("step", f"must be an integer for '{name}'; got {step!r}")
-        return Param(name, kind, low=low, high=high, log=log, step=step)
-    if isinstance(raw, list):
-        if not raw:
-            raise _sub_error("", "the list of choices is empty; give at least one value")
-        values = tuple(check(x, str(i)) for i, x in enumerate(raw))
-        if len(set(values)) != len(values):
-            raise _sub_error("", f"the list of choices has duplicates: {list(raw)}")
-        if len(values) == 1:
-            return Param(name, kind, value=values[0])
-        return Param(name, kind, choices=values)
-    if raw is None:
-        raise _sub_error("", "needs a value, a list of choices or a range {low, high}")
-    return Param(name, kind, value=check(raw, ""))
+        param = _parse_range(name, kind, raw, check, problems)
+    elif isinstance(raw, list):
+        param = _parse_choices(name, kind, raw, check, problems)
+    elif raw is None:
+        problems.append(("", "needs a value, a list of choices or a range {low, high}"))
+    else:
+        param = Param(name, kind, value=check(raw, ""))
+    raise_problems(problems, raw)
+    return param
+
+
+_BAD = object()  # a value that failed its check (its problem is recorded)
+
+
+def _parse_range(name: str, kind: str, raw: dict, check, problems: Problems) -> Param | None:
+    if kind == "cat":
+        problems.append(("", "a categorical parameter takes a value or a list of choices, not a range"))
+        return None
+    meant = set()  # keys a typo stands for: their absence is the same problem, reported once
+    for key in sorted(map(str, set(raw) - {"low", "high", "log", "step"})):
+        near = difflib.get_close_matches(key, ["low", "high", "log", "step"], n=1)
+        tip = f"did you mean '{near[0]}'?" if near else "valid keys are low, high, log, step"
+        problems.append((key, f"unknown key; {tip}"))
+        meant.update(near)
+    for key in [key for key in ("low", "high") if key not in raw and key not in meant]:
+        problems.append(("", f"a range needs '{key}' (got keys: {', '.join(map(str, raw)) or 'none'})"))
+    log = raw.get("log", False)
+    if not isinstance(log, bool):
+        problems.append(("log", f"must be true or false (got {log!r})"))
+    low, high = raw.get("low"), raw.get("high")
+    if log is True and isinstance(low, (int, float)) and not isinstance(low, bool) and low <= 0:
+        problems.append(("low", f"must be > 0 when log: true (got {low!r})"))
+        low = _BAD
+    else:
+        low = check(low, "low") if "low" in raw else _BAD
+    high = check(high, "high") if "high" in raw else _BAD
+    if low is not _BAD and high is not _BAD and low >= high:
+        problems.append(("", f"low must be < high (got low={low!r}, high={high!r}); "
+                             "for a fixed value write it directly"))
+    step = raw.get("step")
+    if step is not None:
+        if log is True:
+            problems.append(("step", "cannot be combined with log: true; drop one of them"))
+        elif isinstance(step, bool) or not isinstance(step, (int, float)) or step <= 0:
+            problems.append(("step", f"must be a number > 0 (got {step!r})"))
+        elif kind == "int" and not float(step).is_integer():
+            problems.append(("step", f"must be an integer for '{name}' (got {step!r})"))
+    return Param(name, kind, low=low, high=high, log=log, step=step)
+
+
+def _parse_choices(name: str, kind: str, raw: list, check, problems: Problems) -> Param | None:
+    if not raw:
+        problems.append(("", "the list of choices is empty; give at least one value"))
+        return None
+    n_before = len(problems)
+    values = tuple(check(x, str(i)) for i, x in enumerate(raw))
+    if len(problems) > n_before:
+        return None
+    if len(set(values)) != len(values):
+        problems.append(("", f"the list of choices has duplicates (got {list(raw)}); list each value once"))
+    if len(values) == 1:
+        return Param(name, kind, value=values[0])
+    return Param(name, kind, choices=values)
 
 
 # (kind, bounds (low, high, low_open, high_open), allowed, aliases)
@@ -166,8 +215,6 @@ PARAM_RULES: dict[str, tuple] = {
 }
 
 
-
-
 def _param_json_schema(kind: str, bounds: tuple | None, allowed: tuple) -> dict:
     """What editors should offer for a parameter: a value, a list of choices, or a range."""
     if kind == "cat":
@@ -180,16 +227,3 @@ def _param_json_schema(kind: str, bounds: tuple | None, allowed: tuple) -> dict:
     rng = {"type": "object", "additionalProperties": False, "required": ["low", "high"],
            "properties": {"low": one, "high": one, "log": {"type": "boolean"}, "step": {"type": "number"}}}
     return {"anyOf": [one, {"type": "array", "items": one, "minItems": 1}, rng]}
-
-
-class _ParamFieldError(Exception):
-    def __init__(self, field: str, err: PydanticCustomError):
-        self.field, self.err = field, err
-
-
-def _wrap(field: str, fn, *args):
-    try:
-        return fn(*args)
-    except PydanticCustomError as e:
-        raise _ParamFieldError(field, e) from None
-

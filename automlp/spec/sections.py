@@ -8,10 +8,10 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from pydantic_core import PydanticCustomError
+from pydantic import Field, PrivateAttr, ValidationInfo, field_validator
 
-from automlp.spec.params import PARAM_RULES, Param, _err, _param_json_schema, _sub_error, _wrap, parse_param
+from automlp.spec.base import _Section
+from automlp.spec.params import PARAM_RULES, Param, Problems, _err, _param_json_schema, parse_param
 
 CLASSIFICATION_METRICS = ("accuracy", "balanced_accuracy", "f1_macro", "roc_auc", "log_loss")
 REGRESSION_METRICS = ("rmse", "mae", "r2")
@@ -25,10 +25,6 @@ MAX_WEIGHTS = 250_000_000  # (depth - 1) * width**2 of the largest net: 1 GB of 
 
 
 # --------------------------------------------------------------------------- sections
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
 
 
 class DataSpec(_Section):
@@ -60,19 +56,21 @@ class DataSpec(_Section):
             raise _err(f"unknown data set {v!r}; {tip}")
         return "sklearn:" + name
 
-    @model_validator(mode="after")
-    def _one_source(self) -> DataSpec:
-        if (self.dataset is None) == (self.path is None):
-            raise PydanticCustomError("automlp", "give exactly one of 'dataset' (e.g. sklearn:iris) or 'path'")
-        if self.path is not None and "\0" in str(self.path):
-            raise _sub_error("path", "must not contain a NUL character")
-        if self.path is not None and self.path.suffix.lower() not in (".csv", ".parquet", ".pq", ".npz", ".gz", ".tsv"):
-            raise _sub_error("path", f"unsupported file type '{self.path.suffix}'; use .csv, .parquet or .npz")
-        if self.path is not None and self.path.suffix.lower() != ".npz" and not self.target:
-            raise _sub_error("target", "is required with a CSV or Parquet file: name the column to predict")
-        if self.target and self.target in self.drop:
-            raise _sub_error("drop", f"drops the target column '{self.target}'")
-        return self
+    @classmethod
+    def _checks(cls, v: dict) -> Problems:
+        problems: Problems = []
+        if "dataset" in v and "path" in v and (v["dataset"] is None) == (v["path"] is None):
+            problems.append(("", "give exactly one of 'dataset' (e.g. sklearn:iris) or 'path'"))
+        path = v.get("path")
+        if path is not None and "\0" in str(path):
+            problems.append(("path", "must not contain a NUL character"))
+        elif path is not None and path.suffix.lower() not in (".csv", ".parquet", ".pq", ".npz", ".gz", ".tsv"):
+            problems.append(("path", f"unsupported file type '{path.suffix}'; use .csv, .parquet or .npz"))
+        if path is not None and path.suffix.lower() != ".npz" and "target" in v and not v["target"]:
+            problems.append(("target", "is required with a CSV or Parquet file: name the column to predict"))
+        if v.get("target") and v["target"] in v.get("drop", ()):
+            problems.append(("drop", f"drops the target column '{v['target']}'"))
+        return problems
 
 
 class SpaceSpec(_Section):
@@ -94,24 +92,13 @@ class SpaceSpec(_Section):
     nesterov: Any = Field(True, description="SGD Nesterov momentum; sampled only when optimizer is sgd")
     power_t: Any = Field(0.5, description="Exponent of invscaling; sampled only with lr_schedule invscaling")
 
-    @model_validator(mode="before")
+    @field_validator(*PARAM_RULES, mode="before")
     @classmethod
-    def _parse(cls, raw: Any) -> Any:
-        if not isinstance(raw, dict):
+    def _parse(cls, raw: Any, info: ValidationInfo) -> Param:
+        if isinstance(raw, Param):
             return raw
-        out = dict(raw)
-        for name, (kind, bounds, allowed, aliases) in PARAM_RULES.items():
-            if name in out and not isinstance(out[name], Param):
-                out[name] = _wrap(name, parse_param, name, kind, out[name], bounds, allowed, aliases)
-        return out
-
-    @model_validator(mode="after")
-    def _defaults_to_params(self) -> SpaceSpec:
-        for name, (kind, bounds, allowed, aliases) in PARAM_RULES.items():
-            val = getattr(self, name)
-            if not isinstance(val, Param):
-                object.__setattr__(self, name, parse_param(name, kind, val, bounds, allowed, aliases))
-        return self
+        kind, bounds, allowed, aliases = PARAM_RULES[info.field_name]
+        return parse_param(info.field_name, kind, raw, bounds, allowed, aliases)
 
     def params(self) -> dict[str, Param]:
         return {name: getattr(self, name) for name in PARAM_RULES}
@@ -155,7 +142,7 @@ class TrainingSpec(_Section):
     def _population(cls, v: Any) -> Any:
         if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 4096):
             return v
-        raise _err(f"must be auto or an integer in [1, 4096] (1 trains one trial at a time); got {v!r}")
+        raise _err(f"must be auto or an integer in [1, 4096] (got {v!r}); 1 trains one trial at a time")
 
 
 class SamplerSpec(_Section):
@@ -182,6 +169,18 @@ class StudySpec(_Section):
     heartbeat_interval: int = Field(10, ge=1, le=3600, description="Seconds between a running trial's heartbeats")
     grace_period: int = Field(30, ge=2, le=86400, description="Seconds without a heartbeat before a running trial "
                               "counts as lost (failed and retried); a dead process on the same machine counts at once")
+
+    _storage_flag: bool = PrivateAttr(False)  # the storage came from --storage, not from the spec
+
+    def set_storage_flag(self, url: str) -> None:
+        """--storage overrides study.storage; messages about the storage then name the flag."""
+        self.storage, self._storage_flag = url, True
+
+    @property
+    def storage_where(self) -> str:
+        """Where the storage URL came from, to name it in messages: the flag, the spec, or the default journal
+        file in the study folder (output.dir)."""
+        return "--storage" if self._storage_flag else "study.storage" if self.storage else "output.dir"
 
     @field_validator("sampler", "pruner", mode="before")
     @classmethod
@@ -212,14 +211,13 @@ class StudySpec(_Section):
             check_storage_url(v)
         return v
 
-    @model_validator(mode="after")
-    def _grace_after_heartbeat(self) -> StudySpec:
-        if self.grace_period <= self.heartbeat_interval:
-            raise PydanticCustomError(
-                "automlp_at", "grace_period must be > heartbeat_interval (got grace_period={g}, heartbeat_interval="
-                "{h}); use at least twice the interval", {"g": self.grace_period, "h": self.heartbeat_interval,
-                                                          "at": "study.grace_period"})
-        return self
+    @classmethod
+    def _checks(cls, v: dict) -> Problems:
+        grace, beat = v.get("grace_period"), v.get("heartbeat_interval")
+        if grace is not None and beat is not None and grace <= beat:
+            return [("grace_period", f"must be > heartbeat_interval (got grace_period={grace}, "
+                                     f"heartbeat_interval={beat}); use at least twice the interval")]
+        return []
 
 
 def check_storage_url(url: str) -> None:
@@ -258,14 +256,15 @@ class OutputSpec(_Section):
     allow_outside: bool = Field(False, description="Allow a relative output.dir, or a sqlite/journal file in "
                                                    "study.storage, to climb out of the current folder with '..'")
 
-    @model_validator(mode="after")
-    def _inside(self) -> OutputSpec:
-        if "\0" in str(self.dir):
-            raise _sub_error("dir", "must not contain a NUL character")
-        if not self.allow_outside and climbs_out(self.dir):
-            raise _sub_error("dir", f"{str(self.dir)!r} climbs out of the current folder; a relative output.dir "
-                                    "must stay inside it: give an absolute path, or set output.allow_outside: true")
-        return self
+    @classmethod
+    def _checks(cls, v: dict) -> Problems:
+        folder = v.get("dir")
+        if folder is not None and "\0" in str(folder):
+            return [("dir", "must not contain a NUL character")]
+        if folder is not None and v.get("allow_outside") is False and climbs_out(folder):
+            return [("dir", f"{str(folder)!r} climbs out of the current folder; a relative output.dir must stay "
+                            "inside it: give an absolute path, or set output.allow_outside: true")]
+        return []
 
 
 class ReportSpec(_Section):
@@ -297,39 +296,39 @@ class Spec(_Section):
     output: OutputSpec = Field(default_factory=OutputSpec)
     report: ReportSpec = Field(default_factory=ReportSpec)
 
-    @model_validator(mode="after")
-    def _metric_fits_task(self) -> Spec:
-        metric, task = self.study.metric, self.data.task
+    @classmethod
+    def _checks(cls, v: dict) -> Problems:
+        problems: Problems = []
+        study, data, output, space = (v.get(k) for k in ("study", "data", "output", "space"))
+        metric, task = getattr(study, "metric", None), getattr(data, "task", "auto")
         if metric and task != "auto":
             fits = CLASSIFICATION_METRICS if task == "classification" else REGRESSION_METRICS
             if metric not in fits:
-                raise PydanticCustomError(
-                    "automlp_at", "{msg}",
-                    {"msg": f"metric {metric!r} does not fit a {task} task; use one of {', '.join(fits)}",
-                     "at": "study.metric"})
-        file = storage_file(self.study.storage or "")
-        if file is not None and not self.output.allow_outside and climbs_out(file):
-            raise PydanticCustomError("automlp_at", "{msg}", {
-                "msg": f"the file {file!r} climbs out of the current folder; a relative path must stay inside it: "
-                       "give an absolute path, or set output.allow_outside: true", "at": "study.storage"})
-        self._check_size()
-        return self
-
-    def _check_size(self) -> None:
-        def top(p: Param) -> float:
-            return p.value if p.is_fixed else max(p.choices) if p.choices is not None else p.high
-
-        depth, width = int(top(self.space.depth)), int(top(self.space.width))
-        weights = max(depth - 1, 0) * width**2
-        if weights > MAX_WEIGHTS:
-            raise PydanticCustomError("automlp_at", "{msg}", {
-                "msg": f"the largest network of the space (depth {depth}, width {width}) has about {weights:.2g} "
-                       f"weights ({weights * 4 / 1e9:.3g} GB in float32, several times that while training); "
-                       f"lower the largest depth or width so that (depth - 1) x width^2 <= {MAX_WEIGHTS:.2g}",
-                "at": "space.width"})
+                problems.append(("study.metric", f"metric {metric!r} does not fit a {task} task; use one of "
+                                                 f"{', '.join(fits)}"))
+        file = storage_file(getattr(study, "storage", None) or "")
+        if file is not None and getattr(output, "allow_outside", True) is False and climbs_out(file):
+            problems.append(("study.storage", f"the file {file!r} climbs out of the current folder; a relative path "
+                                              "must stay inside it: give an absolute path, or set "
+                                              "output.allow_outside: true"))
+        if isinstance(getattr(space, "depth", None), Param) and isinstance(getattr(space, "width", None), Param):
+            problems += _size_problems(space)
+        return problems
 
     @property
     def study_dir(self) -> Path:
         return self.output.dir / self.study.name
 
 
+def _size_problems(space: SpaceSpec) -> Problems:
+    def top(p: Param) -> float:
+        return p.value if p.is_fixed else max(p.choices) if p.choices is not None else p.high
+
+    depth, width = int(top(space.depth)), int(top(space.width))
+    weights = max(depth - 1, 0) * width**2
+    if weights <= MAX_WEIGHTS:
+        return []
+    return [("space.width", f"the largest network of the space (depth {depth}, width {width}) has about "
+                            f"{weights:.2g} weights ({weights * 4 / 1e9:.3g} GB in float32, several times that while "
+                            "training); lower the largest depth or width so that (depth - 1) x width^2 <= "
+                            f"{MAX_WEIGHTS:.2g}")]
