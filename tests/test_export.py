@@ -29,12 +29,9 @@ from automlp.spec import load_spec
 from typer.testing import CliRunner
 
 from automlp.cli import app
-from conftest import AUTOMLP, EXAMPLE_DATA, REPO, SHARED_DATA, run_cli, write_spec
+from conftest import AUTOMLP, EXAMPLE_DATA, REPO, TEST_DATA, run_cli, write_spec
 
 SERVE = REPO / "examples" / "serve_torchscript.py"
-# the shared data sit next to the repository (CI), or one level up from a worktree
-ADULT = next((d / "adult.csv.gz" for d in (SHARED_DATA, REPO.parents[1] / "shared" / "data")
-              if (d / "adult.csv.gz").exists()), None)
 FILES = {"metadata.json", "model.pt", "model.torchscript.pt", "preprocessing.json"}
 
 
@@ -53,9 +50,7 @@ def _spec(name: str, data: dict, space: dict, out: Path, metric: str) -> dict:
 def studies(tmp_path_factory) -> dict[str, Path]:
     """Two small studies, searched with the CLI (their best models exported at the end)."""
     root = tmp_path_factory.mktemp("export")
-    if ADULT is None:
-        pytest.skip("the shared adult data set is not present")
-    with gzip.open(ADULT, "rt") as f:
+    with gzip.open(TEST_DATA / "adult.csv.gz", "rt") as f:
         (root / "adult.csv").write_text("".join(f.readline() for _ in range(1501)))
     shutil.copy(EXAMPLE_DATA / "auto_mpg.csv", root / "auto_mpg.csv")
     specs = {
@@ -183,7 +178,7 @@ def test_torchscript_and_preprocessing_json_serve_without_automlp(studies, name)
 
 
 def test_onnx_file_computes_the_same_outputs(studies):
-    onnx = pytest.importorskip("onnx")
+    import onnx  # a test dependency (pyproject: test extra)
     from onnx.reference import ReferenceEvaluator
 
     spec, data, model_dir, meta, reference = _reference(studies["adult"])
