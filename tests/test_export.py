@@ -223,8 +223,8 @@ def test_predict_cli_input_errors_name_the_column_and_row(studies, tmp_path):
     bad.to_csv(tmp_path / "bad.csv", index=False)
     r = invoke("predict", model_dir, tmp_path / "bad.csv", "-o", tmp_path / "bad_out.csv")
     assert r.exit_code == 2 and not (tmp_path / "bad_out.csv").exists()
-    assert r.stderr == ("error: bad.csv: column 'horsepower' row 3 (line 4): 'fast' is not a number; the model "
-                        "takes numbers in 'horsepower' (leave the value empty for missing)\n")
+    assert r.stderr == ("error: bad.csv: column 'horsepower' must hold numbers (got 'fast' at line 4); the model "
+                        "takes numbers there: leave a value empty for missing\n")
 
 
 def test_unseen_categories_go_where_the_training_pipeline_puts_them(studies, tmp_path):
@@ -238,7 +238,7 @@ def test_unseen_categories_go_where_the_training_pipeline_puts_them(studies, tmp
         r = invoke("predict", model_dir, tmp_path / "unseen.csv")
         assert r.exit_code == 0, r.stderr
         how = "its one-hot columns left at 0" if name == "mpg" else "counted in the column's infrequent category"
-        assert (f"note: column '{column}': 1 row(s) with a category unseen in training (e.g. '{value}'); {how}, "
+        assert (f"note: column '{column}': 1 row(s) with a category unseen in training (got '{value}'); {how}, "
                 "as the training pipeline does\n") in r.stderr
         raw = read_data(spec.data.model_copy(update={"path": tmp_path / "unseen.csv"})).X
         expected = reference(data.preprocessor.transform(as_categories(raw, data.categorical_columns)))

@@ -156,7 +156,7 @@ def apply_overrides(spec: Spec, n_trials: int | None = None, timeout: float | No
     if errors:
         raise SpecError("\n".join(errors), errors=errors)
     if storage is not None:
-        spec.study.set_storage_flag(storage)
+        spec.study.set_storage(storage, "--storage")
     if device is not None:
         spec.training.device = device
     if data_path is not None:

@@ -37,6 +37,8 @@ class DataSpec(_Section):
     categorical: list[str] = Field(default_factory=list, description="Columns to one-hot even if they look numeric")
     task: Literal["auto", "classification", "regression"] = "auto"
     na_values: list[str] = Field(default_factory=lambda: ["?"], description="Extra strings read as missing")
+    sep: str | None = Field(None, description="Column separator of a CSV file (',', ';', a tab, '|'); default: sniffed "
+                                        "from the file's first lines (a tab for .tsv)")
     test_size: float = Field(0.2, gt=0, lt=1, description="Fraction of rows held out as the test split")
     val_size: float = Field(0.2, gt=0, lt=1, description="Fraction of the remaining rows used for validation")
     split_seed: int | None = Field(None, description="Seed of the splits (default: study.seed)")
@@ -55,6 +57,13 @@ class DataSpec(_Section):
                 "valid: " + ", ".join("sklearn:" + d for d in SKLEARN_DATASETS)
             raise _err(f"unknown data set {v!r}; {tip}")
         return "sklearn:" + name
+
+    @field_validator("sep")
+    @classmethod
+    def _one_character(cls, v: str | None) -> str | None:
+        if v is not None and (len(v) != 1 or v in "\n\r\"" or v.isalnum()):
+            raise _err(f"must be one character that separates columns, such as ',', ';', '\\t' or '|' (got {v!r})")
+        return v
 
     @classmethod
     def _checks(cls, v: dict) -> Problems:
@@ -170,17 +179,18 @@ class StudySpec(_Section):
     grace_period: int = Field(30, ge=2, le=86400, description="Seconds without a heartbeat before a running trial "
                               "counts as lost (failed and retried); a dead process on the same machine counts at once")
 
-    _storage_flag: bool = PrivateAttr(False)  # the storage came from --storage, not from the spec
+    _storage_where: str | None = PrivateAttr(None)  # where a storage set after loading came from
 
-    def set_storage_flag(self, url: str) -> None:
-        """--storage overrides study.storage; messages about the storage then name the flag."""
-        self.storage, self._storage_flag = url, True
+    def set_storage(self, url: str, where: str) -> None:
+        """Override study.storage (with --storage, or a study folder's journal); messages about the storage
+        then name `where`."""
+        self.storage, self._storage_where = url, where
 
     @property
     def storage_where(self) -> str:
-        """Where the storage URL came from, to name it in messages: the flag, the spec, or the default journal
-        file in the study folder (output.dir)."""
-        return "--storage" if self._storage_flag else "study.storage" if self.storage else "output.dir"
+        """Where the storage URL came from, to name it in messages: a flag or folder, the spec, or the default
+        journal file in the study folder (output.dir)."""
+        return self._storage_where or ("study.storage" if self.storage else "output.dir")
 
     @field_validator("sampler", "pruner", mode="before")
     @classmethod
