@@ -96,7 +96,7 @@ def test_report_again_from_spec_folder_and_storage(clf):
     folder, study_dir, _ = clf
     first = facts(study_dir)
     out = folder / "by-folder"
-    proc = automlp("report", str(study_dir), "--out", str(out), cwd=folder)
+    proc = automlp("report", str(study_dir), "--output", str(out), cwd=folder)
     assert proc.returncode == 0, proc.stderr
     again = facts(out)
     # the same trial, the same replayed scores and the same seed retraining
@@ -105,7 +105,7 @@ def test_report_again_from_spec_folder_and_storage(clf):
         assert again["best"]["scores"][split] == pytest.approx(first["best"]["scores"][split])
     assert again["stability"]["test"] == pytest.approx(first["stability"]["test"])
     url = f"journal://{(study_dir / 'study.journal').resolve()}"
-    res = invoke("report", "--storage", url, "--study-name", "bc", "--out", str(folder / "by-url"), cwd=folder)
+    res = invoke("report", "--storage", url, "--study-name", "bc", "--output", str(folder / "by-url"), cwd=folder)
     assert res.exit_code == 0 and (folder / "by-url" / "report.html").exists(), res.output
     assert facts(folder / "by-url")["best"]["trial"] == first["best"]["trial"]
 

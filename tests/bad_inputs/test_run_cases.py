@@ -95,7 +95,7 @@ def test_unreachable_postgres_is_a_clear_error_without_a_hang_or_the_password(tm
     assert time.monotonic() - start < 45  # connect_timeout bounds it; port 1 refuses at once
     assert "s3cr3t-pw" not in proc.stderr + proc.stdout
     assert proc.returncode == 2
-    assert proc.stderr.startswith("error: storage: cannot open postgresql://automlp:***@127.0.0.1:1/test: "), \
+    assert proc.stderr.startswith("error: --storage: cannot open postgresql://automlp:***@127.0.0.1:1/test: "), \
         proc.stderr
     assert "Connection refused" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
