@@ -93,3 +93,22 @@ def test_refit_preprocessing_learns_only_from_its_fit_rows(tmp_path):
     whole = refit_preprocessing(data, np.arange(n_fit), None)  # export --refit: train + validation
     assert "c_only_in_held_out" in whole.feature_names and whole.n_features == data.n_features + 1
     assert whole.X_val is whole.X_train
+
+
+def test_the_test_data_are_the_files_their_readme_describes():
+    """tests/data holds small real subsets (no test reads the benchmarks' data folder); each file's SHA-256 is
+    the one its README states, so a rebuild with tests/data/make_subsets.py is checkable."""
+    import hashlib
+    import re
+
+    readme = (TEST_DATA / "README.md").read_text()
+    stated = dict((name, digest) for digest, name in re.findall(r"^([0-9a-f]{64})  (\S+)$", readme, re.M))
+    files = sorted(p.name for p in TEST_DATA.iterdir() if p.suffix == ".gz")
+    assert files == sorted(stated) == ["adult.csv.gz", "california_housing.csv.gz"]
+    for name in files:
+        assert hashlib.sha256((TEST_DATA / name).read_bytes()).hexdigest() == stated[name], name
+    # spelled apart so this file does not match itself: the path as text, and as a pathlib expression
+    needles = ("/".join(("shared", "data")), ' / '.join(('"shared"', '"data"')))
+    readers = [p.name for p in TEST_DATA.parent.rglob("*.py")
+               if p.name != "make_subsets.py" and any(n in p.read_text() for n in needles)]
+    assert readers == []

@@ -135,9 +135,11 @@ def test_report_errors_are_one_line(clf, tmp_path):
                                                  "spec file, or --storage\n"
     url = f"journal://{(study_dir / 'study.journal').resolve()}"
     res = invoke("report", "--storage", url, "--study-name", "nope", cwd=tmp_path)
-    assert res.exit_code == 2 and "study 'nope' not found" in res.output and "studies there: bc" in res.output
+    assert res.exit_code == 2 and res.output == (f"error: --study-name: no study 'nope' in {url}; studies there: "
+                                                 "bc. Run automlp search first, or check --study-name and --storage\n")
     res = invoke("report", cwd=tmp_path)
-    assert res.exit_code == 2 and "give a spec file, a study folder, or --storage" in res.output
+    assert res.exit_code == 2 and res.output == ("error: nothing to report on: give a spec file, a study folder, "
+                                                 "or --storage (with --study-name)\n")
 
 
 def _noisy_spec(csv, name: str, space: dict, es: dict) -> dict:

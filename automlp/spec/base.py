@@ -54,8 +54,11 @@ class _Section(BaseModel):
         out = {}
         for name, field in cls.model_fields.items():
             if name not in bad:
-                if name in raw:
-                    cls.__pydantic_validator__.validate_assignment(obj, name, raw[name])
+                try:
+                    if name in raw:
+                        cls.__pydantic_validator__.validate_assignment(obj, name, raw[name])
+                except ValidationError:  # valid only together with other fields: leave it to them
+                    continue
                 if hasattr(obj, name):
                     out[name] = getattr(obj, name)
             elif _is_section(field.annotation) and isinstance(raw.get(name), dict) and \
