@@ -104,6 +104,22 @@ def test_a_worker_sends_its_error_to_the_parent_instead_of_printing_it(tmp_path,
     assert capsys.readouterr().err == ""
 
 
+@pytest.mark.slow
+def test_the_parent_raises_the_error_of_its_workers_once(tmp_path):
+    import threading
+
+    import optuna
+
+    from automlp.workers import _launch, plan_workers
+
+    spec = validate_spec_dict({"data": {"path": str(tmp_path / "gone.csv"), "target": "y"},
+                               "training": {"threads": 1}})
+    plans, _ = plan_workers(spec, 2)
+    with pytest.raises(DataError) as e:  # both workers fail alike; the CLI prints it as one `error:` line
+        _launch(spec, plans, optuna.create_study(), None, [], threading.Event(), None)
+    assert str(e.value).startswith("data.path: file not found: ")
+
+
 # --------------------------------------------------------------------------- rows, got
 
 
