@@ -308,3 +308,16 @@ def test_predict_keeps_an_id_column_and_reads_parquet(studies, tmp_path):
     p = automlp.load(model_dir)
     assert np.allclose(p.predict(tmp_path / "cars.parquet"), out["prediction"], rtol=1e-6)
     assert np.allclose(p.predict(frame), out["prediction"], rtol=1e-6)
+
+
+def test_predictor_messages_name_the_argument_and_the_row(studies):
+    p = automlp.load(load_spec(studies["mpg"]).study_dir / "model")
+    with pytest.raises(ExportError) as e:
+        p.predict(42)
+    assert str(e.value) == "X: must be a pandas DataFrame or the path of a CSV/Parquet file (got int)"
+    frame = pd.read_csv(EXAMPLE_DATA / "auto_mpg.csv", na_values=["?"]).head(5).astype({"horsepower": object})
+    frame.loc[[1, 3], "horsepower"] = "fast"
+    with pytest.raises(ExportError) as e:
+        p.predict(frame)  # a DataFrame has no lines: its rows are counted from 1
+    assert str(e.value) == ("X: column 'horsepower' must hold numbers (got 'fast' at row 2, and 1 more row like "
+                            "it); the model takes numbers there: leave a value empty for missing")

@@ -168,3 +168,19 @@ def test_data_sep_must_be_one_separator_character(tmp_path):
         validate_spec_dict({"data": {"path": "d.csv", "target": "y", "sep": ";;"}}, "s.yaml")
     assert str(e.value) == ("s.yaml data.sep: must be one character that separates columns, such as ',', ';', '\\t' "
                             "or '|' (got ';;')")
+
+
+# --------------------------------------------------------------------------- export: the folder or the spec key
+
+
+def test_export_names_the_folder_or_the_spec_key(tmp_path):
+    folder = tmp_path / "studies" / "s"
+    folder.mkdir(parents=True)
+    assert error_lines(invoke("export", folder)) == [
+        f"error: {folder}: has no model/metadata.json to take the spec from; give the spec file (YAML) of the "
+        "study instead"]
+    (tmp_path / "s.yaml").write_text(IRIS + f"output:\n  dir: {tmp_path / 'studies'}\n")
+    journal = folder / "study.journal"
+    assert error_lines(invoke("export", tmp_path / "s.yaml")) == [
+        f"error: output.dir: no study 's' in journal://{journal} (no such file); run automlp search with this "
+        "spec first"]

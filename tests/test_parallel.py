@@ -130,5 +130,5 @@ def test_grace_period_must_exceed_the_heartbeat_interval(tmp_path):
     spec = write_spec(tmp_path, "hb", 2, heartbeat_interval=10, grace_period=10)
     r = subprocess.run([AUTOMLP, "validate", str(spec)], capture_output=True, text=True)
     assert r.returncode == 2
-    assert "study.grace_period: grace_period must be > heartbeat_interval (got grace_period=10, " \
+    assert "study.grace_period: must be > heartbeat_interval (got grace_period=10, " \
            "heartbeat_interval=10)" in r.stderr

@@ -123,7 +123,7 @@ class FeatureTransform:
             i = int(bad[0])
             raise ExportError(
                 f"{source}: column '{name}' must hold numbers (got {s.iloc[i]!r} at {row_label(first_row + i, source)}"
-                + (f", and {len(bad) - 1} more rows like it" if len(bad) > 1 else "")
+                + (f", and {len(bad) - 1} more row{'s' if len(bad) > 2 else ''} like it" if len(bad) > 1 else "")
                 + "); the model takes numbers there: leave a value empty for missing")
         return values.to_numpy(np.float64, na_value=np.nan)
 
