@@ -206,26 +206,27 @@ def report_study(target: str | os.PathLike | None = None, study_name: str | None
 
 def _report_study(target, study_name, storage, out) -> ReportResult:
     from automlp.report import build_report, load_study, spec_of_study
-    from automlp.storage import JOURNAL_NAME, default_storage_url
+    from automlp.storage import JOURNAL_NAME, default_storage_url, storage_of
 
     study = None if target is None else Path(target)
     if study is not None and study.is_dir():
         url = storage or default_storage_url(study)
         if storage is None and not (study / JOURNAL_NAME).exists():
             raise SpecError(f"{study}: no {JOURNAL_NAME} in this folder; give the spec file, or --storage")
-        st = load_study(url, study_name)
+        st = load_study(url, study_name, where="--storage" if storage else str(study))
         spec = apply_overrides(spec_of_study(st, str(study)), storage=storage)
         out = out or study
     elif study is not None:
         spec = apply_overrides(load_spec(study), storage=storage)
         if study_name:
             spec.study.name = study_name
-        st = load_study(spec.study.storage or default_storage_url(spec.study_dir), spec.study.name)
+        st = load_study(storage_of(spec), spec.study.name, "--study-name" if study_name else "study.name",
+                        spec.study.storage_where)
     elif storage is not None:
         st = load_study(storage, study_name)
         spec = apply_overrides(spec_of_study(st, storage), storage=storage)
     else:
-        raise SpecError("report: give a spec file, a study folder, or --storage (with --study-name)")
+        raise SpecError("nothing to report on: give a spec file, a study folder, or --storage (with --study-name)")
     return build_report(spec, st, out_dir=None if out is None else Path(out))
 
 
