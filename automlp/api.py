@@ -59,8 +59,8 @@ def make_spec(spec: Any, data: Any = None, **overrides: Any) -> Spec:
     elif isinstance(spec, (str, os.PathLike)):
         s = load_spec(spec, data_given=given)
     else:
-        raise SpecError(f"spec: expected the path of a YAML spec, a dict in its shape or an automlp Spec; got "
-                        f"{type(spec).__name__}")
+        raise SpecError(f"spec: expected the path of a YAML spec, a dict in its shape or an automlp Spec (got "
+                        f"{type(spec).__name__})")
     s = apply_overrides(s, **overrides)
     if overrides.get("data_path") is not None:
         s = _revalidated(s)  # the file's own rules (e.g. data.target with a CSV) hold for the new path too

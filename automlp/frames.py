@@ -27,8 +27,8 @@ def rows_from(data: Any, spec: DataSpec) -> RawData:
         return from_frame(data, spec)
     if isinstance(data, tuple) and len(data) == 2:
         return from_xy(data[0], data[1], spec)
-    raise DataError(f"data: expected a pandas DataFrame, the path of a data file or an (X, y) pair; got "
-                    f"{type(data).__name__}")
+    raise DataError(f"data: expected a pandas DataFrame, the path of a data file or an (X, y) pair (got "
+                    f"{type(data).__name__})")
 
 
 def _columns(df: pd.DataFrame, what: str) -> pd.DataFrame:
@@ -98,12 +98,12 @@ def from_xy(X: Any, y: Any, spec: DataSpec) -> RawData:
     else:
         a = np.asarray(X)
         if a.ndim != 2:
-            raise DataError(f"data: X must be 2-D (rows x features); got an array of shape {a.shape}")
+            raise DataError(f"data: X must be 2-D, rows x features (got an array of shape {a.shape})")
         frame = pd.DataFrame(a, columns=[f"x{i}" for i in range(a.shape[1])])
     target = pd.Series(np.asarray(y)) if not isinstance(y, pd.Series) else y.reset_index(drop=True)
     if target.ndim != 1 or len(target) != len(frame):
-        raise DataError(f"data: y must be 1-D with one value per row of X; got {len(target)} values for "
-                        f"{len(frame)} rows" if target.ndim == 1 else f"data: y must be 1-D; got shape {np.shape(y)}")
+        raise DataError(f"data: y must be 1-D with one value per row of X (got {len(target)} values for "
+                        f"{len(frame)} rows)" if target.ndim == 1 else f"data: y must be 1-D (got shape {np.shape(y)})")
     if len(frame) == 0:
         raise DataError("data: X has no rows")
     if frame.shape[1] == 0:
