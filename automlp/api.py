@@ -205,7 +205,7 @@ def report_study(target: str | os.PathLike | None = None, study_name: str | None
 
 
 def _report_study(target, study_name, storage, out) -> ReportResult:
-    from automlp.report import build_report, load_study, spec_of_study
+    from automlp.report import build_report, load_study
     from automlp.storage import JOURNAL_NAME, default_storage_url, storage_of
 
     study = None if target is None else Path(target)
@@ -214,7 +214,7 @@ def _report_study(target, study_name, storage, out) -> ReportResult:
         if storage is None and not (study / JOURNAL_NAME).exists():
             raise SpecError(f"{study}: no {JOURNAL_NAME} in this folder; give the spec file, or --storage")
         st = load_study(url, study_name, where="--storage" if storage else str(study))
-        spec = apply_overrides(spec_of_study(st, str(study)), storage=storage)
+        spec = apply_overrides(_stored_spec(st, str(study)), storage=storage)
         out = out or study
     elif study is not None:
         spec = apply_overrides(load_spec(study), storage=storage)
@@ -224,10 +224,22 @@ def _report_study(target, study_name, storage, out) -> ReportResult:
                         spec.study.storage_where)
     elif storage is not None:
         st = load_study(storage, study_name)
-        spec = apply_overrides(spec_of_study(st, storage), storage=storage)
+        spec = apply_overrides(_stored_spec(st, storage), storage=storage)
     else:
         raise SpecError("nothing to report on: give a spec file, a study folder, or --storage (with --study-name)")
     return build_report(spec, st, out_dir=None if out is None else Path(out))
+
+
+def _stored_spec(study: optuna.Study, where: str) -> Spec:
+    """The spec a study recorded; one searched on rows given in Python cannot be read again without them."""
+    from automlp.report import SPEC_ATTR, spec_of_study
+
+    data = (study.user_attrs.get(SPEC_ATTR) or {}).get("data") or {}
+    if data and data.get("path") is None and data.get("dataset") is None:
+        raise SpecError(f"{where}: study '{study.study_name}' was searched on rows given in Python "
+                        "(automlp.search(spec, data)), which it does not keep; give the spec file with the rows' "
+                        "data.path, or build the report from Python (Result.report_html())")
+    return spec_of_study(study, where)
 
 
 # --------------------------------------------------------------------------- the result

@@ -68,6 +68,12 @@ def test_dataframe_and_dict_spec_find_the_cli_best_trial(tmp_path):
     html = by_frame._repr_html_()
     assert by_frame.verdict in html and "Best model: trial #" in html and "<script" not in html
     assert by_frame.report_html().startswith("<!DOCTYPE html>")
+    # `automlp report <folder>` cannot read the rows back: it says so (the report exists already)
+    from automlp.api import report_study
+
+    with pytest.raises(SpecError, match=r"study 'mpg' was searched on rows given in Python \(automlp.search\(spec, "
+                                        r"data\)\), which it does not keep; give the spec file"):
+        report_study(d)
     # report_html() builds the report when the search skipped it
     assert not (tmp_path / "dict" / "mpg" / "report.html").exists()
     assert "automlp report: mpg" in by_dict.report_html() and by_dict.verdict is not None
