@@ -118,15 +118,22 @@ def stop_on_interrupt() -> Iterator[threading.Event]:
 
 
 def run_study(spec: Spec, progress: Callable | None = None, workers: int = 1) -> SearchOutcome:
-    """Run (or resume) the study of `spec`: in this process, or in `workers` processes sharing it."""
+    """Run (or resume) the study of `spec`: in this process, or in `workers` processes sharing it; then the
+    summary (summary.json, summary.md) is written and kept on the outcome."""
     with quiet_optuna_logs(), stop_on_interrupt() as stop:
         if workers > 1:
             from automlp.workers import run_parallel
 
-            return run_parallel(spec, workers, progress=progress, stop=stop)
-        from automlp.search import run_search
+            outcome = run_parallel(spec, workers, progress=progress, stop=stop)
+        else:
+            from automlp.search import run_search
 
-        return run_search(spec, progress=progress, stop=stop)
+            outcome = run_search(spec, progress=progress, stop=stop)
+    if outcome.summary is None:  # the search package leaves the summary to automlp.report.summary
+        from automlp.report.summary import summarize
+
+        summarize(outcome, spec)
+    return outcome
 
 
 def export_best(outcome: SearchOutcome, spec: Spec) -> Path | None:
