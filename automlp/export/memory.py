@@ -4,14 +4,17 @@ against the fitted scikit-learn pipeline) and the same forward pass as a loaded 
 from __future__ import annotations
 
 import copy
+from typing import TYPE_CHECKING
 
 import torch
 
-from automlp.data import PreparedData
 from automlp.export.load import Predictor
 from automlp.export.write import _metadata, check_preprocessing, preprocessing_state
-from automlp.search import TrialRun
-from automlp.spec import Spec
+
+if TYPE_CHECKING:
+    from automlp.data import PreparedData
+    from automlp.search import TrialRun
+    from automlp.spec import Spec
 
 
 def memory_predictor(run: TrialRun, data: PreparedData, spec: Spec, *, trial: dict, scores: dict,
