@@ -61,9 +61,10 @@ def make_spec(spec: Any, data: Any = None, **overrides: Any) -> Spec:
     else:
         raise SpecError(f"spec: expected the path of a YAML spec, a dict in its shape or an automlp Spec (got "
                         f"{type(spec).__name__})")
+    data_path = overrides.pop("data_path", None)
+    if data_path is not None:
+        s = _revalidated(apply_overrides(s, data_path=Path(data_path)))  # a file's rules hold for the new path
     s = apply_overrides(s, **overrides)
-    if overrides.get("data_path") is not None:
-        s = _revalidated(s)  # the file's own rules (e.g. data.target with a CSV) hold for the new path too
     if in_memory:
         from automlp.frames import rows_from
 

@@ -96,6 +96,10 @@ def test_a_bad_spec_field_raises_spec_error_naming_it(tmp_path):
     with pytest.raises(SpecError, match=r"^spec: expected the path of a YAML spec, a dict in its shape or an "
                                         r"automlp Spec \(got int\)$"):
         automlp.search(3)
+    no_target = mpg_spec(tmp_path, path=False)
+    del no_target["data"]["target"]
+    with pytest.raises(SpecError, match=r"^spec data.target: is required with a CSV or Parquet file"):
+        automlp.search(no_target, str(MPG))  # data given as a file: the file's rules hold
     with pytest.raises(TypeError, match="unexpected keyword argument 'n_trial'; the overrides are: n_trials"):
         automlp.search(mpg_spec(tmp_path), n_trial=3)
 
