@@ -370,6 +370,9 @@ class StudySpec(_Section):
     heartbeat_interval: int = Field(10, ge=1, le=3600, description="Seconds between a running trial's heartbeats")
     grace_period: int = Field(30, ge=2, le=86400, description="Seconds without a heartbeat before a running trial "
                               "counts as lost (failed and retried); a dead process on the same machine counts at once")
+    storage_patience: float = Field(300, gt=0, le=604800, description="Seconds a worker keeps retrying a storage "
+                                    "that does not answer (a database restart, a lost network) before it stops "
+                                    "with exit status 2; training goes on meanwhile")
 
     @field_validator("sampler", "pruner", mode="before")
     @classmethod

@@ -29,7 +29,7 @@ from typing import Callable, Iterator
 import optuna
 from optuna.trial import TrialState
 
-from automlp.errors import AutomlpError
+from automlp.errors import AutomlpError, StorageUnreachable
 from automlp.spec import Spec
 from automlp.storage import FINISHED, SKIPPED_ATTR, WORKER_ATTR, SkippedTrial, fail_stale_trials
 
@@ -120,20 +120,36 @@ def _gpu_ids(spec: Spec) -> list[str] | None:
 # --------------------------------------------------------------------------- the processes
 
 
-def _worker_main(spec: Spec, deadline: float | None, env: dict[str, str]) -> None:
-    """Entry point of a worker process."""
+def _worker_main(spec: Spec, deadline: float | None, env: dict[str, str], index: int = 0, reports=None) -> None:
+    """Entry point of a worker process. It never prints a traceback: an unexpected error is saved in a crash
+    report, which the parent names; an outage past study.storage_patience is said once, by the parent."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent relays Ctrl-C as SIGTERM, exactly once
     os.environ.update(env)  # before anything initialises CUDA (torch reads CUDA_VISIBLE_DEVICES lazily)
     quiet_optuna()
+    from automlp.crash import crash_line, save_crash_report
+    from automlp.retry import process_stats
     from automlp.search import run_worker
 
+    def report(*what) -> None:
+        if reports is not None:
+            reports.put((index, *what))
+
+    code = 0
     try:
         with graceful_stop((signal.SIGTERM,)) as stop:
             ran = run_worker(spec, stop, deadline)
+        code = 130 if ran.get("interrupted") else 0
     except AutomlpError as e:
         print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    sys.exit(130 if ran.get("interrupted") else 0)
+        code = 2
+    except StorageUnreachable as e:
+        report("unreachable", str(e))
+        code = 2
+    except Exception as e:  # noqa: BLE001 - not hidden: saved, named by the parent, exit status 1
+        report("crash", crash_line(e), save_crash_report(e))
+        code = 1
+    report("stats", process_stats().as_dict())
+    sys.exit(code)
 
 
 def run_parallel(spec: Spec, n_workers: int, progress: Callable | None = None,
@@ -154,13 +170,26 @@ def run_parallel(spec: Spec, n_workers: int, progress: Callable | None = None,
 def _launch(spec: Spec, plans: list[WorkerPlan], study: optuna.Study, deadline: float | None, notes: list[str],
             stop: threading.Event, progress: Callable | None) -> bool:
     ctx = _context()
+    reports = ctx.SimpleQueue()  # crash reports, outages and retry counts, from the workers
     procs = []
     for plan in plans:
         wspec = spec.model_copy(deep=True)
         wspec.training.threads = plan.threads  # torch.set_num_threads in the worker
-        p = ctx.Process(target=_worker_main, args=(wspec, deadline, plan.env), name=f"automlp-worker-{plan.index}")
+        p = ctx.Process(target=_worker_main, args=(wspec, deadline, plan.env, plan.index, reports),
+                        name=f"automlp-worker-{plan.index}")
         p.start()
         procs.append(p)
+    try:
+        _watch(procs, study, spec, notes, stop, progress)
+    except StorageUnreachable:  # this process gave up on the storage too: stop the workers, then say it once
+        _stop_all(procs)
+        raise
+    fail_stale_trials(study)  # trials of workers that died (killed, crashed) are failed and queued for retry now
+    notes.extend(_worker_notes(plans, procs, _drain(reports)))
+    return stop.is_set()
+
+
+def _watch(procs, study, spec: Spec, notes: list[str], stop: threading.Event, progress: Callable | None) -> None:
     poll = _Poller(study, spec.study.n_trials, progress)
     relayed = False
     try:
@@ -180,12 +209,48 @@ def _launch(spec: Spec, plans: list[WorkerPlan], study: optuna.Study, deadline: 
     for p in procs:
         p.join()
     poll(final=True)
-    fail_stale_trials(study)  # trials of workers that died (killed, crashed) are failed and queued for retry now
+
+
+def _stop_all(procs, wait_s: float = 15.0) -> None:
+    for p in procs:
+        if p.is_alive():
+            os.kill(p.pid, signal.SIGTERM)
+    end = time.monotonic() + wait_s
+    for p in procs:
+        p.join(max(0.0, end - time.monotonic()))
+        if p.is_alive():
+            p.kill()
+            p.join()
+
+
+def _drain(reports) -> dict[int, dict[str, tuple]]:
+    out: dict[int, dict[str, tuple]] = {}
+    while not reports.empty():
+        index, kind, *rest = reports.get()
+        out.setdefault(index, {})[kind] = tuple(rest)
+    return out
+
+
+def _worker_notes(plans: list[WorkerPlan], procs, reports: dict[int, dict[str, tuple]]) -> list[str]:
+    notes, waits = [], []
     for plan, p in zip(plans, procs):
-        if p.exitcode not in (0, 130):
+        got = reports.get(plan.index, {})
+        if "crash" in got:
+            what, path = got["crash"]
+            notes.append(f"worker {plan.index} (pid {p.pid}) crashed ({what}); this is a bug in automlp, please "
+                         f"report it with the traceback saved in {path}")
+        elif "unreachable" in got:
+            notes.append(f"worker {plan.index} (pid {p.pid}) stopped: {got['unreachable'][0]}")
+        elif p.exitcode not in (0, 130):
             how = f"signal {-p.exitcode}" if p.exitcode < 0 else f"status {p.exitcode}"
             notes.append(f"worker {plan.index} (pid {p.pid}) ended with {how}")
-    return stop.is_set()
+        stats = got.get("stats", ({},))[0]
+        if stats.get("outages_s"):
+            waits.append(f"worker {plan.index} waited {stats['waited_s']:.1f} s ({stats['n_retried_calls']} "
+                         "calls retried)")
+    if waits:
+        notes.append("the storage was unreachable during the search and the workers rode it out: " + "; ".join(waits))
+    return notes
 
 
 def start_worker_server() -> None:
