@@ -337,3 +337,15 @@ def outage_notes(study) -> list[str]:
         return []
     return [f"the storage was unreachable {len(stats.outages_s)} time(s), {stats.waited_s:.1f} s in all (longest "
             f"{max(stats.outages_s):.1f} s); {stats.n_retried_calls} storage calls were retried and succeeded"]
+
+
+def unreachable_cause(e: BaseException) -> StorageUnreachable | None:
+    """The StorageUnreachable behind `e`, if any. Optuna's optimize loop reads its `updated_state` in a `finally`
+    that a BaseException from `tell` leaves unset, so the outage surfaces as an UnboundLocalError there."""
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, StorageUnreachable):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None

@@ -38,7 +38,7 @@ from optuna.trial import TrialState
 
 from automlp.errors import StorageError
 from automlp.journal import RepairingJournalFileBackend, repair_torn_tail
-from automlp.retry import STORAGE_PATIENCE_S, RetryingStorage, TrialLost
+from automlp.retry import STORAGE_PATIENCE_S, RetryingStorage, TrialLost, unreachable_cause
 
 JOURNAL_NAME = "study.journal"
 WORKER_ATTR = "automlp:worker"  # trial system attr: which process runs the trial, and its last heartbeat
@@ -398,6 +398,11 @@ def run_trials(study: optuna.Study, objective: Callable[[optuna.Trial], float], 
                                    gc_after_trial=False)
                 except TrialLost:
                     continue  # failed and retried by another worker during an outage: not told, not counted
+                except Exception as e:  # noqa: BLE001 - re-raised: as it was, or the outage hidden behind it
+                    cause = unreachable_cause(e)
+                    if cause is None:
+                        raise
+                    raise cause from None
     except KeyboardInterrupt:
         return True
     return stop.is_set()

@@ -72,6 +72,16 @@ def quiet_optuna() -> None:
     """Optuna's logger at WARNING (failed trials still show), without tracebacks for stops."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("optuna.study._optimize").addFilter(_NoTracebackForStops())
+    logging.getLogger("optuna.storages._rdb.storage").addFilter(_NoFallbackWarning())
+
+
+class _NoFallbackWarning(logging.Filter):
+    """Optuna's RDB storage retries a failed trial query once, without its IN clause, and warns "Caught an error
+    from sqlalchemy ... Falling back to a slower alternative" whatever the error: during a database restart
+    that is the lost connection, which the retry layer (automlp.retry) handles and reports itself."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Caught an error from sqlalchemy")
 
 
 # --------------------------------------------------------------------------- the plan
