@@ -223,7 +223,10 @@ class RetryingStorage(BaseStorage, BaseHeartbeat):
             return
         with self._lock:  # one thread writes them, in order
             while self._pending:
-                self._inner.set_trial_intermediate_value(*self._pending[0])
+                try:
+                    self._inner.set_trial_intermediate_value(*self._pending[0])
+                except UpdateFinishedTrialError:
+                    pass  # failed as stale by another worker meanwhile: a late write must not touch it
                 self._pending.pop(0)
 
     # --- the calls that differ
