@@ -165,9 +165,11 @@ class RetryingStorage(BaseStorage, BaseHeartbeat):
             try:
                 self._flush()
                 out = getattr(self._inner, name)(*args, **kwargs)
-            except UpdateFinishedTrialError:
+            except UpdateFinishedTrialError as e:
                 if retried and name == "set_trial_state_values" and self._landed(*args, **kwargs):
                     out = True  # the first attempt was committed before the connection dropped
+                elif name in _TRIAL_WRITES:
+                    raise _lost(args[0]) from e
                 else:
                     raise
             except Exception as e:  # noqa: BLE001 - only transient errors are retried; the rest re-raised
@@ -239,6 +241,8 @@ class RetryingStorage(BaseStorage, BaseHeartbeat):
                 self._flush()
                 self._inner.set_trial_intermediate_value(trial_id, step, value)
                 return
+            except UpdateFinishedTrialError as e:
+                raise _lost(trial_id) from e
             except Exception as e:  # noqa: BLE001 - as in _call
                 if not is_transient(e):
                     raise
@@ -252,8 +256,8 @@ class RetryingStorage(BaseStorage, BaseHeartbeat):
         that ends in an exception prints its traceback. The main thread reports the outage instead."""
         try:
             self._call("record_heartbeat", trial_id)
-        except StorageUnreachable:
-            pass
+        except (StorageUnreachable, TrialLost, UpdateFinishedTrialError):
+            pass  # the main thread says so; a trial finished elsewhere needs no heartbeat
 
     def get_heartbeat_interval(self) -> int | None:
         return self._inner.get_heartbeat_interval() if isinstance(self._inner, BaseHeartbeat) else None
@@ -263,6 +267,16 @@ class RetryingStorage(BaseStorage, BaseHeartbeat):
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
         return self._call("_get_stale_trial_ids", study_id)
+
+
+# writes to a running trial: one that fails because the trial is finished means another worker failed it as
+# stale (its heartbeat stopped during an outage) and retried it; this process's result must be dropped
+_TRIAL_WRITES = ("set_trial_param", "set_trial_user_attr", "set_trial_system_attr", "set_trial_intermediate_value")
+
+
+def _lost(trial_id: int) -> "TrialLost":
+    return TrialLost(f"trial id {trial_id} was failed by another worker while this one could not reach the "
+                     "storage; its result is dropped")
 
 
 def _retried(name: str):

@@ -43,7 +43,8 @@ class OwnPostgres:
     """A throwaway PostgreSQL cluster in a temp folder (fsync off, trust auth), started with pg_ctl; as root it
     runs as the `postgres` user, since PostgreSQL refuses root. `prefix` runs its commands elsewhere (a netns)."""
 
-    def __init__(self, listen: str = "127.0.0.1", port: int | None = None, prefix: tuple[str, ...] = ()):
+    def __init__(self, listen: str = "127.0.0.1", port: int | None = None, prefix: tuple[str, ...] = (),
+                 trust: str | None = None):
         initdb, pg_ctl = pg_tool("initdb"), pg_tool("pg_ctl")
         require(bool(initdb and pg_ctl), "PostgreSQL's initdb and pg_ctl are not installed")
         self.initdb, self.pg_ctl, self.listen, self.prefix = initdb, pg_ctl, listen, prefix
@@ -55,6 +56,9 @@ class OwnPostgres:
             os.chown(self.dir, pwd.getpwnam("postgres").pw_uid, -1)
             self.as_user = ("runuser", "-u", "postgres", "--")
         self._run(self.initdb, "-D", str(self.dir / "data"), "-A", "trust", "-U", "postgres", "-N")
+        if trust:  # clients of this network (the test's own namespaces) may connect too
+            with open(self.dir / "data" / "pg_hba.conf", "a") as f:
+                f.write(f"host all all {trust} trust\n")
 
     @property
     def url(self) -> str:

@@ -69,7 +69,8 @@ def net():
     hosts = Hosts()
     server = None
     try:
-        server = OwnPostgres(listen="10.140.1.1,10.140.2.1", prefix=("ip", "netns", "exec", hosts.db))
+        server = OwnPostgres(listen="10.140.1.1,10.140.2.1", prefix=("ip", "netns", "exec", hosts.db),
+                              trust="10.140.0.0/16")
         server.start()
         yield hosts, server
     finally:
