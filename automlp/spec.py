@@ -32,7 +32,7 @@ METRIC_DIRECTIONS = {
     "roc_auc": "maximize", "log_loss": "minimize", "rmse": "minimize", "mae": "minimize", "r2": "maximize",
 }
 SKLEARN_DATASETS = ("iris", "digits", "wine", "breast_cancer", "diabetes")
-STORAGE_SCHEMES = ("sqlite", "postgresql", "mysql", "journal")
+STORAGE_SCHEMES = ("sqlite", "postgresql", "mysql", "journal", "grpc")
 MAX_WIDTH = 16384
 MAX_DEPTH = 32
 MAX_WEIGHTS = 250_000_000  # (depth - 1) * width**2 of the largest net: 1 GB of fp32 weights, ~4 GB with Adam
@@ -418,7 +418,7 @@ def check_storage_url(url: str) -> None:
     if scheme not in STORAGE_SCHEMES:
         shown = scheme or "none"  # never the whole URL: it may hold a password
         raise _err(f"unknown storage scheme {shown!r}; use sqlite:///file.db, postgresql://..., "
-                   "mysql+pymysql://... or journal:///path/file.journal")
+                   "mysql+pymysql://..., journal:///path/file.journal or grpc://host:port")
 
 
 def climbs_out(path: Path | str) -> bool:

@@ -114,6 +114,10 @@ def _open_storage(url: str, heartbeat_interval: int, grace_period: int, max_retr
             return storage
         except OSError as e:
             raise StorageError(f"storage: cannot open the journal file {path}: {e.strerror}") from None
+    if url.startswith("grpc://"):
+        from automlp.grpc_proxy import open_grpc_storage  # grpcio is needed only here
+
+        return open_grpc_storage(url, **beat)
     for attempt in range(4):
         try:
             with warnings.catch_warnings():
