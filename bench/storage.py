@@ -7,6 +7,9 @@
    inside the storage's methods is clocked directly (outermost calls, heartbeat thread included) and shown
    per trial and as a share of the trial's wall time; a direct clock, unlike a difference of two wall times,
    stays meaningful on a busy machine. Heartbeats and the study-wide budget checks are on, as in `automlp search`.
+   Each storage is measured twice in the same run: as `open_storage` makes it (with automlp's retry layer,
+   `automlp.retry.RetryingStorage`) and without that layer (`patience=None`), so the layer's cost is a
+   difference of two figures taken under the same load.
 2. Throughput: `automlp search --workers 1` (all cores, and one thread) against `--workers 2` (cores split) on
    the default journal storage, same spec, trials per second over the trial phase (first trial start to last
    trial end) and over the whole command (start-up, the final replay and test scoring included).
@@ -117,18 +120,20 @@ def run_on(spec, storage, n_trials: int) -> tuple[float, float, int]:
     return wall / n_trials, clock.total / n_trials, round(clock.calls / n_trials)
 
 
-def storage_overhead(tmp: Path, n_trials: int, rounds: int) -> None:
+def storage_overhead(tmp: Path, n_trials: int, rounds: int, only: list[str] | None = None) -> None:
     spec = load_spec(bench_spec(tmp, "overhead", n_trials))
-    makers = {
-        "in-memory": lambda: optuna.storages.InMemoryStorage(),
-        "journal file": lambda: open_storage(f"journal:///{tmp}/bench.journal"),
-        "SQLite": lambda: open_storage(f"sqlite:///{tmp}/bench.db"),
-    }
+    urls = {"journal file": f"journal:///{tmp}/bench.journal", "SQLite": f"sqlite:///{tmp}/bench.db"}
     for label, url in SERVERS.items():
         if reachable(url):
-            makers[label] = (lambda u: lambda: open_storage(u))(url)
+            urls[label] = url
         else:
             print(f"({label} not reachable at {url}: not measured)")
+    makers = {"in-memory": lambda: optuna.storages.InMemoryStorage()}
+    for label, url in urls.items():
+        if only is None or label in only:
+            # with automlp's retry layer (the default), and without it: its cost per trial, in the same run
+            makers[label] = (lambda u: lambda: open_storage(u))(url)
+            makers[f"{label}, no retry layer"] = (lambda u: lambda: open_storage(u, patience=None))(url)
     samples: dict[str, list[tuple]] = {k: [] for k in makers}
     run_on(spec, optuna.storages.InMemoryStorage(), 3)  # warm up torch and the data path
     for r in range(rounds):
@@ -186,12 +191,14 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--skip-workers", action="store_true")
     ap.add_argument("--skip-overhead", action="store_true")
+    ap.add_argument("--only", nargs="*", help="storages to measure (labels: 'journal file', SQLite, postgresql, "
+                    "mariadb), each with and without the retry layer; default: all")
     args = ap.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         if not args.skip_overhead:
-            storage_overhead(tmp, args.trials, args.rounds)
+            storage_overhead(tmp, args.trials, args.rounds, args.only)
         if not args.skip_workers:
             throughput(tmp, args.trials * 2, args.rounds)
 
