@@ -99,7 +99,10 @@ class RepairingJournalFileBackend(JournalFileBackend):
         data = ("\n".join(json.dumps(log, separators=(",", ":")) for log in logs) + "\n").encode("utf-8")
         with get_lock_file(self._lock):
             with open(self._file_path, "r+b") as f:
-                start = _torn_start(f)
+                end = f.seek(0, os.SEEK_END)
+                start = None
+                if end and (f.seek(end - 1), f.read(1))[1] != b"\n":  # the cheap look first: one byte
+                    start = _torn_start(f)
                 if start is not None:  # a writer died mid-append while this process ran
                     _log.warning("%s", _cut(f, Path(self._file_path), start))
                 f.seek(0, os.SEEK_END)
