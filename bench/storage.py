@@ -151,6 +151,30 @@ def storage_overhead(tmp: Path, n_trials: int, rounds: int, only: list[str] | No
         print(f"| {label} | {wall:.3f} | {st * 1000:.1f} | {calls:.0f} | {st / wall:.1%} |")
 
 
+def retry_layer_overhead(n_calls: int = 20000, rounds: int = 5) -> None:
+    """The retry layer's own cost per storage call, on an in-memory storage (no I/O to hide it or to add noise):
+    the same reads and writes with and without `RetryingStorage`, interleaved rounds, medians."""
+    from automlp.retry import RetryingStorage
+
+    def clock(storage) -> float:
+        study = optuna.create_study(storage=storage)
+        trial_id = study.ask()._trial_id
+        t0 = time.perf_counter()
+        for i in range(n_calls // 2):
+            storage.set_trial_intermediate_value(trial_id, i, 0.5)
+            storage.get_trial_user_attrs(trial_id)
+        return (time.perf_counter() - t0) / n_calls
+
+    plain, wrapped = [], []
+    for _ in range(rounds):
+        plain.append(clock(optuna.storages.InMemoryStorage()))
+        wrapped.append(clock(RetryingStorage(optuna.storages.InMemoryStorage(), "in-memory")))
+    p, w = statistics.median(plain), statistics.median(wrapped)
+    print(f"\n## The retry layer's own cost ({n_calls} calls x {rounds} rounds, in-memory storage)\n")
+    print("| | us per call |\n|---|---|")
+    print(f"| without the retry layer | {p * 1e6:.2f} |\n| with it | {w * 1e6:.2f} |\n| added | {(w - p) * 1e6:.2f} |")
+
+
 def throughput(tmp: Path, n_trials: int, rounds: int) -> None:
     """`automlp search --workers N`; rows run in ABC CBA ... order so drift in the machine's load evens out."""
     automlp = str(Path(sys.executable).with_name("automlp"))
@@ -197,6 +221,7 @@ def main() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
+        retry_layer_overhead()
         if not args.skip_overhead:
             storage_overhead(tmp, args.trials, args.rounds, args.only)
         if not args.skip_workers:
