@@ -146,7 +146,10 @@ class RetryingStorage(BaseStorage, BaseHeartbeat):
         self.stats = RetryStats()
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self.__dict__["_inner"], name)
+        inner = self.__dict__.get("_inner")
+        if inner is None:  # half-built (unpickling, copying): nothing to delegate to yet
+            raise AttributeError(name)
+        return getattr(inner, name)
 
     # --- the state the CLI and the objective read
 
