@@ -35,3 +35,4 @@ def test_a_crashing_worker_leaves_a_crash_report_that_the_parent_names(tmp_path,
     for _, path in reports:
         text = Path(path).read_text()
         assert text.startswith("Traceback (most recent call last):") and "RuntimeError: boom in the worker" in text
+        Path(path).unlink()
