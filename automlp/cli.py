@@ -8,15 +8,13 @@ import json
 import logging
 import os
 import sys
-import tempfile
 import time
-import traceback
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from automlp.errors import AutomlpError, SpecError
+from automlp.errors import AutomlpError, SpecError, StorageUnreachable
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Declarative AutoML for neural networks on tabular data.")
@@ -43,10 +41,9 @@ def _os_message(e: OSError) -> str:
 
 def _crash_report(e: BaseException) -> str:
     """Save the traceback of an unexpected error to a file; the console gets one line."""
-    fd, path = tempfile.mkstemp(prefix="automlp-crash-", suffix=".txt")
-    with os.fdopen(fd, "w") as f:
-        f.write("".join(traceback.format_exception(e)))
-    return path
+    from automlp.crash import save_crash_report
+
+    return save_crash_report(e)
 
 
 def handles_errors(fn):
@@ -58,7 +55,7 @@ def handles_errors(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except AutomlpError as e:
+        except (AutomlpError, StorageUnreachable) as e:
             _fail(str(e))
         except KeyboardInterrupt:
             typer.echo("\ninterrupted", err=True)
@@ -102,6 +99,15 @@ class ProgressLine:
             typer.echo("\r" + line.ljust(78), err=True, nl=False)
         else:
             typer.echo(line, err=True)
+
+    def storage_wait(self, seconds: float | None) -> None:
+        """Called by the storage's retry layer (`retry.watch`) on every retry; None when it answers again."""
+        now = time.monotonic()
+        if seconds is None or (not self.tty and now - self.last < 2.0):
+            return
+        self.last = now
+        line = f"storage unreachable, retrying ({seconds:.0f} s)"
+        typer.echo("\r" + line.ljust(78) if self.tty else line, err=True, nl=not self.tty)
 
     def close(self) -> None:
         if self.tty:
@@ -161,15 +167,18 @@ def search(
     if workers > 1:
         start_worker_server()  # its imports overlap with the ones below
     from automlp.api import export_best, report_after_search
+    from automlp.retry import watch
     from automlp.workers import quiet_optuna
 
     quiet_optuna()  # for the whole command: the report's figures and the export log nothing either
     progress = None if quiet else ProgressLine(spec.study.metric or "value")
+    unwatch = watch(progress.storage_wait) if progress is not None else (lambda: None)
     try:
         outcome = run_study(spec, progress, workers)
     except OSError as e:  # reading errors are DataError/StorageError by now: this is the study folder
         _fail(f"output.dir: cannot write in {spec.study_dir}: {_os_message(e)}")
     finally:
+        unwatch()
         if progress is not None:
             progress.close()
     for note in outcome.notes:
@@ -328,6 +337,7 @@ def worker(
 ) -> None:
     """Join a shared study and run its trials until the study-wide budget is spent (no test scoring, no
     summary: run `automlp search` with the same storage for those). Start any number, on any machines."""
+    from automlp.retry import process_stats
     from automlp.search import run_worker
     from automlp.storage import HOST, redact, storage_of
     from automlp.workers import graceful_stop, quiet_optuna
@@ -339,9 +349,12 @@ def worker(
         ran = run_worker(spec, stop)
     interrupted = ran.pop("interrupted", 0)
     states = ", ".join(f"{k.lower()} {v}" for k, v in ran.items()) or "none"
+    waited = process_stats()
     typer.echo(f"worker {HOST} pid {os.getpid()} on study {spec.study.name} in "
                f"{redact(storage_of(spec))}: ran {sum(ran.values())} trials ({states})"
-               + ("; interrupted" if interrupted else ""))
+               + ("; interrupted" if interrupted else "")
+               + (f"; rode out storage outages of {waited.waited_s:.1f} s ({waited.n_retried_calls} calls retried)"
+                  if waited.outages_s else ""))
     if interrupted:
         raise typer.Exit(130)
 

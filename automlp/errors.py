@@ -24,3 +24,13 @@ class StorageError(AutomlpError):
 
 class ExportError(AutomlpError):
     """A model folder cannot be written, or is incomplete or tampered with when loaded."""
+
+
+class StorageUnreachable(BaseException):
+    """The study's storage stayed unreachable for longer than study.storage_patience.
+
+    A BaseException, like KeyboardInterrupt, on purpose: Optuna's optimize loop catches every Exception from a
+    trial and then writes FAIL to the storage, which is exactly what cannot be reached. This one passes through,
+    the trial stays RUNNING, and its heartbeat stops, so another worker or the next run fails and retries it.
+    The CLI prints its message on one line and exits with status 2, as for an AutomlpError."""
+

@@ -24,6 +24,7 @@ from automlp.errors import SpecError, StorageError
 from automlp.metrics import default_metric, get_metric, score_all
 from automlp.model import MLPConfig, build_mlp, count_params
 from automlp.spec import Param, Spec, check_metric_fits
+from automlp.retry import OutageGuard, outage_notes, storage_notes, storage_unreachable
 from automlp.storage import TrialBudget, open_storage, redact, run_trials, storage_of
 from automlp.train import TrainConfig, TrainResult, predict, seed_everything, train
 
@@ -194,6 +195,7 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         params = suggest_params(trial, self.spec)
+        guard = OutageGuard(trial)
         mlp, tc = configs_from_params(params, self.spec, self.data, self.metric,
                                       trial_seed(self.spec.study.seed, trial.number))
 
@@ -201,9 +203,10 @@ class Objective:
             if self.stop is not None and self.stop.is_set():
                 raise KeyboardInterrupt  # Optuna marks the trial FAIL and re-raises; run_trials catches it
             trial.report(value, epoch)
-            return trial.should_prune()
+            return not storage_unreachable(trial.study) and trial.should_prune()  # pruning reads the study
 
         run = run_config(mlp, tc, self.data, self.tensors, on_epoch)
+        guard.check()  # lost during an outage and retried elsewhere: drop this result
         record_run(trial, run)
         r = run.result
         try:
@@ -289,7 +292,8 @@ def storage_url(spec: Spec) -> str:
 def open_study(spec: Spec, metric: str, create: bool = True) -> optuna.Study:
     """Create or resume the study; refuse one that exists with another space or metric."""
     url = storage_url(spec)
-    storage = open_storage(url, spec.study.heartbeat_interval, spec.study.grace_period, where=spec.study.storage_where)
+    storage = open_storage(url, spec.study.heartbeat_interval, spec.study.grace_period,
+                           patience=spec.study.storage_patience, where=spec.study.storage_where)
     name = spec.study.name
     direction = get_metric(metric).direction
     try:
@@ -431,7 +435,7 @@ def run_search(spec: Spec, progress: Callable[[Progress], None] | None = None,
     n_before = sum(1 for t in study.get_trials(deepcopy=False, states=FINISHED))
     n_total = spec.study.n_trials
     to_run = None if n_total is None else max(n_total - n_before, 0)
-    notes = list(data.notes)
+    notes = list(data.notes) + storage_notes(study)
     if spec.training.precision in ("bf16", "fp16") and device.type != "cuda":
         notes.append(f"training.precision: {spec.training.precision} is CUDA mixed precision; on {device.type} "
                      "the trials train in fp32")
@@ -444,6 +448,7 @@ def run_search(spec: Spec, progress: Callable[[Progress], None] | None = None,
     else:
         callbacks = [_progress_callback(progress, n_total, start, n_before)] if progress is not None else []
         interrupted = _run(Objective(spec, data, tensors, metric, keeper, stop), study, stop, deadline, callbacks)
+    notes += outage_notes(study)
     if interrupted:
         # the interrupted trials were marked FAIL; keep what finished and say so
         notes.append("interrupted: the running trials were marked FAIL; run the same command to resume")

@@ -32,11 +32,13 @@ import optuna
 from optuna.exceptions import ExperimentalWarning
 from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages._heartbeat import BaseHeartbeat  # the interface Optuna's optimize loop calls
-from optuna.storages.journal import JournalFileBackend
+from optuna.storages._cached_storage import _CachedStorage
 from optuna.storages.journal._file import BaseJournalFileLock  # the interface JournalFileBackend takes as lock_obj
 from optuna.trial import TrialState
 
 from automlp.errors import StorageError
+from automlp.journal import RepairingJournalFileBackend, repair_torn_tail
+from automlp.retry import STORAGE_PATIENCE_S, RetryingStorage, TrialLost, unreachable_cause
 
 JOURNAL_NAME = "study.journal"
 WORKER_ATTR = "automlp:worker"  # trial system attr: which process runs the trial, and its last heartbeat
@@ -86,12 +88,18 @@ def load_study(name: str, url: str, name_where: str = "study.name", where: str =
                            f"{', '.join(names) or 'none'}") from None
 
 
-def open_storage(url: str, heartbeat_interval: int = HEARTBEAT_INTERVAL_S,
-                 grace_period: int = GRACE_PERIOD_S, max_retry: int = 3,
+def open_storage(url: str, heartbeat_interval: int = HEARTBEAT_INTERVAL_S, grace_period: int = GRACE_PERIOD_S,
+                 max_retry: int = 3, patience: float | None = STORAGE_PATIENCE_S,
                  where: str = "study.storage") -> optuna.storages.BaseStorage:
     """An Optuna storage for `url` (journal:///path for a journal file, else an RDB URL), with heartbeats:
     a trial whose worker died is failed and retried with the same parameters, at most `max_retry` times.
+    Every call is retried through an outage of up to `patience` seconds (`retry.RetryingStorage`; None: not).
     `where` names the URL's origin in errors: study.storage, --storage, or output.dir (the default journal)."""
+    storage = _open_storage(url, heartbeat_interval, grace_period, max_retry, where)
+    return storage if patience is None else RetryingStorage(storage, redact(url), patience, where)
+
+
+def _open_storage(url: str, heartbeat_interval: int, grace_period: int, max_retry: int, where: str):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)
         retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
@@ -102,14 +110,23 @@ def open_storage(url: str, heartbeat_interval: int = HEARTBEAT_INTERVAL_S,
         path = Path(rest[2:] if rest.startswith("//") else rest)  # journal:///abs/file or journal:rel/file
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            return HeartbeatJournalStorage(JournalFileBackend(str(path), lock_obj=FlockJournalLock(path)), **beat)
+            lock = FlockJournalLock(path)
+            note = repair_torn_tail(path, lock)
+            storage = HeartbeatJournalStorage(RepairingJournalFileBackend(str(path), lock_obj=lock), **beat)
+            storage.notes = [note] if note else []  # shown by the CLI (search.run_search)
+            return storage
         except OSError as e:
             raise StorageError(f"{where}: cannot open the journal file {path}: {e.strerror}") from None
+    if url.startswith("grpc://"):
+        from automlp.grpc_proxy import open_grpc_storage  # grpcio is needed only here
+
+        return open_grpc_storage(url, where, **beat)
     for attempt in range(4):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ExperimentalWarning)  # heartbeats: experimental since Optuna 2.9
-                return LivenessRDBStorage(with_driver(url), engine_kwargs=_engine_kwargs(url), **beat)
+                # cached as optuna.create_study would; the retry proxy goes around the cache
+                return _CachedStorage(LivenessRDBStorage(with_driver(url), engine_kwargs=_engine_kwargs(url), **beat))
         except ImportError as e:
             missing = getattr(e.__cause__, "name", None) or e.name
             raise StorageError(f"{where}: the database driver for {redact(url)} is not installed ({missing}); "
@@ -134,7 +151,11 @@ def _engine_kwargs(url: str) -> dict:
         # a busy timeout instead of instant "database is locked" errors when processes share the file
         return {"connect_args": {"timeout": 60}}
     if url.startswith("postgresql"):
-        return {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
+        # keepalives and a TCP user timeout: a lost network (not only a closed server) fails a call within
+        # ~20 s, so the retry layer sees it, instead of a query that waits for the kernel's 15 minutes
+        return {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10, "keepalives": 1,
+                                                        "keepalives_idle": 10, "keepalives_interval": 5,
+                                                        "keepalives_count": 2, "tcp_user_timeout": 20000}}
     if url.startswith("mysql"):
         return {"pool_pre_ping": True, "pool_recycle": 3600, "connect_args": {"connect_timeout": 10}}
     return {}
@@ -379,8 +400,16 @@ def run_trials(study: optuna.Study, objective: Callable[[optuna.Trial], float], 
             with budget.local_lock() as release[0]:
                 if not budget.wait_for_slot(study, stop, deadline):
                     break
-                study.optimize(gated, n_trials=1, callbacks=callbacks, catch=(SkippedTrial, *catch),
-                               gc_after_trial=False)
+                try:
+                    study.optimize(gated, n_trials=1, callbacks=callbacks, catch=(SkippedTrial, *catch),
+                                   gc_after_trial=False)
+                except TrialLost:
+                    continue  # failed and retried by another worker during an outage: not told, not counted
+                except Exception as e:  # noqa: BLE001 - re-raised: as it was, or the outage hidden behind it
+                    cause = unreachable_cause(e)
+                    if cause is None:
+                        raise
+                    raise cause from None
     except KeyboardInterrupt:
         return True
     return stop.is_set()

@@ -29,7 +29,7 @@ from typing import Callable, Iterator
 import optuna
 from optuna.trial import TrialState
 
-from automlp.errors import AutomlpError
+from automlp.errors import AutomlpError, StorageUnreachable
 from automlp.spec import Spec
 from automlp.storage import FINISHED, SKIPPED_ATTR, WORKER_ATTR, SkippedTrial, fail_stale_trials
 
@@ -72,6 +72,16 @@ def quiet_optuna() -> None:
     """Optuna's logger at WARNING (failed trials still show), without tracebacks for stops."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("optuna.study._optimize").addFilter(_NoTracebackForStops())
+    logging.getLogger("optuna.storages._rdb.storage").addFilter(_NoFallbackWarning())
+
+
+class _NoFallbackWarning(logging.Filter):
+    """Optuna's RDB storage retries a failed trial query once, without its IN clause, and warns "Caught an error
+    from sqlalchemy ... Falling back to a slower alternative" whatever the error: during a database restart
+    that is the lost connection, which the retry layer (automlp.retry) handles and reports itself."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Caught an error from sqlalchemy")
 
 
 # --------------------------------------------------------------------------- the plan
@@ -120,21 +130,37 @@ def _gpu_ids(spec: Spec) -> list[str] | None:
 # --------------------------------------------------------------------------- the processes
 
 
-def _worker_main(spec: Spec, deadline: float | None, env: dict[str, str], errors) -> None:
-    """Entry point of a worker process. An AutomlpError goes to the parent through `errors` (a queue): the
-    parent raises it, and the CLI prints it as for a single process."""
+def _worker_main(spec: Spec, deadline: float | None, env: dict[str, str], index: int = 0, reports=None) -> None:
+    """Entry point of a worker process. It never prints: an AutomlpError goes to the parent through `reports`
+    (the parent raises it, and the CLI prints it once, as for a single process); an unexpected error is saved
+    in a crash report, which the parent names; an outage past study.storage_patience is said once, by the parent."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent relays Ctrl-C as SIGTERM, exactly once
     os.environ.update(env)  # before anything initialises CUDA (torch reads CUDA_VISIBLE_DEVICES lazily)
     quiet_optuna()
+    from automlp.crash import crash_line, save_crash_report
+    from automlp.retry import process_stats
     from automlp.search import run_worker
 
+    def report(*what) -> None:
+        if reports is not None:
+            reports.put((index, *what))
+
+    code = 0
     try:
         with graceful_stop((signal.SIGTERM,)) as stop:
             ran = run_worker(spec, stop, deadline)
+        code = 130 if ran.get("interrupted") else 0
     except AutomlpError as e:
-        errors.put(e)
-        sys.exit(2)
-    sys.exit(130 if ran.get("interrupted") else 0)
+        report("error", e)
+        code = 2
+    except StorageUnreachable as e:
+        report("unreachable", str(e))
+        code = 2
+    except Exception as e:  # noqa: BLE001 - not hidden: saved, named by the parent, exit status 1
+        report("crash", crash_line(e), save_crash_report(e))
+        code = 1
+    report("stats", process_stats().as_dict())
+    sys.exit(code)
 
 
 def run_parallel(spec: Spec, n_workers: int, progress: Callable | None = None,
@@ -155,20 +181,38 @@ def run_parallel(spec: Spec, n_workers: int, progress: Callable | None = None,
 def _launch(spec: Spec, plans: list[WorkerPlan], study: optuna.Study, deadline: float | None, notes: list[str],
             stop: threading.Event, progress: Callable | None) -> bool:
     ctx = _context()
-    procs, errors = [], ctx.SimpleQueue()
+    reports = ctx.SimpleQueue()  # errors, crash reports, outages and retry counts, from the workers
+    procs = []
     for plan in plans:
         wspec = spec.model_copy(deep=True)
         wspec.training.threads = plan.threads  # torch.set_num_threads in the worker
-        p = ctx.Process(target=_worker_main, args=(wspec, deadline, plan.env, errors),
+        p = ctx.Process(target=_worker_main, args=(wspec, deadline, plan.env, plan.index, reports),
                         name=f"automlp-worker-{plan.index}")
         p.start()
         procs.append(p)
+    got: list[tuple] = []
+    try:
+        _watch(procs, study, spec, notes, stop, progress, reports, got)
+    except StorageUnreachable:  # this process gave up on the storage too: stop the workers, then say it once
+        _stop_all(procs)
+        raise
+    fail_stale_trials(study)  # trials of workers that died (killed, crashed) are failed and queued for retry now
+    by_worker = _drain(reports, got)
+    errors = [r["error"][0] for r in by_worker.values() if "error" in r]
+    if errors:
+        raise errors[0]  # the same error in every worker (the data, the storage): reported once
+    notes.extend(_worker_notes(plans, procs, by_worker))
+    return stop.is_set()
+
+
+def _watch(procs, study, spec: Spec, notes: list[str], stop: threading.Event, progress: Callable | None,
+           reports, got: list[tuple]) -> None:
     poll = _Poller(study, spec.study.n_trials, progress)
-    relayed, failed = False, []
+    relayed = False
     try:
         while any(p.is_alive() for p in procs):
-            while not errors.empty():  # drained as they come: a full pipe would block the worker writing
-                failed.append(errors.get())
+            while not reports.empty():  # drained as they come: a full pipe would block the worker writing
+                got.append(reports.get())
             if stop.is_set() and not relayed:
                 relayed = True
                 for p in procs:
@@ -184,16 +228,49 @@ def _launch(spec: Spec, plans: list[WorkerPlan], study: optuna.Study, deadline: 
     for p in procs:
         p.join()
     poll(final=True)
-    fail_stale_trials(study)  # trials of workers that died (killed, crashed) are failed and queued for retry now
-    while not errors.empty():
-        failed.append(errors.get())
-    if failed:
-        raise failed[0]  # the same error in every worker (the data, the storage): reported once
+
+
+def _stop_all(procs, wait_s: float = 15.0) -> None:
+    for p in procs:
+        if p.is_alive():
+            os.kill(p.pid, signal.SIGTERM)
+    end = time.monotonic() + wait_s
+    for p in procs:
+        p.join(max(0.0, end - time.monotonic()))
+        if p.is_alive():
+            p.kill()
+            p.join()
+
+
+def _drain(reports, got: list[tuple]) -> dict[int, dict[str, tuple]]:
+    while not reports.empty():
+        got.append(reports.get())
+    out: dict[int, dict[str, tuple]] = {}
+    for index, kind, *rest in got:
+        out.setdefault(index, {})[kind] = tuple(rest)
+    return out
+
+
+def _worker_notes(plans: list[WorkerPlan], procs, reports: dict[int, dict[str, tuple]]) -> list[str]:
+    notes, waits = [], []
     for plan, p in zip(plans, procs):
-        if p.exitcode not in (0, 130):
+        got = reports.get(plan.index, {})
+        if "crash" in got:
+            what, path = got["crash"]
+            notes.append(f"worker {plan.index} (pid {p.pid}) crashed ({what}); this is a bug in automlp, please "
+                         f"report it with the traceback saved in {path}")
+        elif "unreachable" in got:
+            notes.append(f"worker {plan.index} (pid {p.pid}) stopped: {got['unreachable'][0]}")
+        elif p.exitcode not in (0, 130):
             how = f"signal {-p.exitcode}" if p.exitcode < 0 else f"status {p.exitcode}"
             notes.append(f"worker {plan.index} (pid {p.pid}) ended with {how}")
-    return stop.is_set()
+        stats = got.get("stats", ({},))[0]
+        if stats.get("outages_s"):
+            waits.append(f"worker {plan.index} waited {stats['waited_s']:.1f} s ({stats['n_retried_calls']} "
+                         "calls retried)")
+    if waits:
+        notes.append("the storage was unreachable during the search and the workers rode it out: " + "; ".join(waits))
+    return notes
 
 
 def start_worker_server() -> None:

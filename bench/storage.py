@@ -7,6 +7,9 @@
    inside the storage's methods is clocked directly (outermost calls, heartbeat thread included) and shown
    per trial and as a share of the trial's wall time; a direct clock, unlike a difference of two wall times,
    stays meaningful on a busy machine. Heartbeats and the study-wide budget checks are on, as in `automlp search`.
+   Each storage is measured twice in the same run: as `open_storage` makes it (with automlp's retry layer,
+   `automlp.retry.RetryingStorage`) and without that layer (`patience=None`), so the layer's cost is a
+   difference of two figures taken under the same load.
 2. Throughput: `automlp search --workers 1` (all cores, and one thread) against `--workers 2` (cores split) on
    the default journal storage, same spec, trials per second over the trial phase (first trial start to last
    trial end) and over the whole command (start-up, the final replay and test scoring included).
@@ -117,18 +120,20 @@ def run_on(spec, storage, n_trials: int) -> tuple[float, float, int]:
     return wall / n_trials, clock.total / n_trials, round(clock.calls / n_trials)
 
 
-def storage_overhead(tmp: Path, n_trials: int, rounds: int) -> None:
+def storage_overhead(tmp: Path, n_trials: int, rounds: int, only: list[str] | None = None) -> None:
     spec = load_spec(bench_spec(tmp, "overhead", n_trials))
-    makers = {
-        "in-memory": lambda: optuna.storages.InMemoryStorage(),
-        "journal file": lambda: open_storage(f"journal:///{tmp}/bench.journal"),
-        "SQLite": lambda: open_storage(f"sqlite:///{tmp}/bench.db"),
-    }
+    urls = {"journal file": f"journal:///{tmp}/bench.journal", "SQLite": f"sqlite:///{tmp}/bench.db"}
     for label, url in SERVERS.items():
         if reachable(url):
-            makers[label] = (lambda u: lambda: open_storage(u))(url)
+            urls[label] = url
         else:
             print(f"({label} not reachable at {url}: not measured)")
+    makers = {"in-memory": lambda: optuna.storages.InMemoryStorage()}
+    for label, url in urls.items():
+        if only is None or label in only:
+            # with automlp's retry layer (the default), and without it: its cost per trial, in the same run
+            makers[label] = (lambda u: lambda: open_storage(u))(url)
+            makers[f"{label}, no retry layer"] = (lambda u: lambda: open_storage(u, patience=None))(url)
     samples: dict[str, list[tuple]] = {k: [] for k in makers}
     run_on(spec, optuna.storages.InMemoryStorage(), 3)  # warm up torch and the data path
     for r in range(rounds):
@@ -144,6 +149,30 @@ def storage_overhead(tmp: Path, n_trials: int, rounds: int) -> None:
         st = statistics.median(x[1] for x in xs)
         calls = statistics.median(x[2] for x in xs)
         print(f"| {label} | {wall:.3f} | {st * 1000:.1f} | {calls:.0f} | {st / wall:.1%} |")
+
+
+def retry_layer_overhead(n_calls: int = 20000, rounds: int = 5) -> None:
+    """The retry layer's own cost per storage call, on an in-memory storage (no I/O to hide it or to add noise):
+    the same reads and writes with and without `RetryingStorage`, interleaved rounds, medians."""
+    from automlp.retry import RetryingStorage
+
+    def clock(storage) -> float:
+        study = optuna.create_study(storage=storage)
+        trial_id = study.ask()._trial_id
+        t0 = time.perf_counter()
+        for i in range(n_calls // 2):
+            storage.set_trial_intermediate_value(trial_id, i, 0.5)
+            storage.get_trial_user_attrs(trial_id)
+        return (time.perf_counter() - t0) / n_calls
+
+    plain, wrapped = [], []
+    for _ in range(rounds):
+        plain.append(clock(optuna.storages.InMemoryStorage()))
+        wrapped.append(clock(RetryingStorage(optuna.storages.InMemoryStorage(), "in-memory")))
+    p, w = statistics.median(plain), statistics.median(wrapped)
+    print(f"\n## The retry layer's own cost ({n_calls} calls x {rounds} rounds, in-memory storage)\n")
+    print("| | us per call |\n|---|---|")
+    print(f"| without the retry layer | {p * 1e6:.2f} |\n| with it | {w * 1e6:.2f} |\n| added | {(w - p) * 1e6:.2f} |")
 
 
 def throughput(tmp: Path, n_trials: int, rounds: int) -> None:
@@ -186,12 +215,15 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--skip-workers", action="store_true")
     ap.add_argument("--skip-overhead", action="store_true")
+    ap.add_argument("--only", nargs="*", help="storages to measure (labels: 'journal file', SQLite, postgresql, "
+                    "mariadb), each with and without the retry layer; default: all")
     args = ap.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
+        retry_layer_overhead()
         if not args.skip_overhead:
-            storage_overhead(tmp, args.trials, args.rounds)
+            storage_overhead(tmp, args.trials, args.rounds, args.only)
         if not args.skip_workers:
             throughput(tmp, args.trials * 2, args.rounds)
 

@@ -97,7 +97,7 @@ CASES = [
     ("unknown storage scheme",
      VALID.replace("n_trials: 5", "n_trials: 5\n  storage: redis://localhost"),
      "iris.yaml:9 study.storage: unknown storage scheme 'redis'; use sqlite:///file.db, postgresql://..., "
-     "mysql+pymysql://... or journal:///path/file.journal"),
+     "mysql+pymysql://..., journal:///path/file.journal or grpc://host:port"),
     ("no data source",
      VALID.replace("  dataset: sklearn:iris\n", "  target: y\n"),
      "iris.yaml:1 data: give exactly one of 'dataset' (e.g. sklearn:iris) or 'path'"),

@@ -28,6 +28,7 @@ from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import TrialState
 
 from automlp.data import TrainData
+from automlp.errors import StorageUnreachable
 from automlp.metrics import score_all
 from automlp.model import MLPConfig, count_params
 from automlp.population.train import stack_key, train_population
@@ -185,8 +186,8 @@ class Heartbeats:
                 try:
                     if self.storage.get_trial(trial_id).state == TrialState.RUNNING:
                         self.storage.record_heartbeat(trial_id)
-                except Exception:  # a storage hiccup must not kill the beat thread; the next beat retries
-                    pass
+                except (Exception, StorageUnreachable):  # a storage hiccup (or outage) must not kill the beat
+                    pass  # thread, whose end would print a traceback; the next beat retries, the main thread stops
 
 
 def _ask(objective: Objective, study: optuna.Study, k: int, asked: list, beats: Heartbeats) -> list[tuple]:

@@ -21,7 +21,7 @@ METRIC_DIRECTIONS = {
     "roc_auc": "maximize", "log_loss": "minimize", "rmse": "minimize", "mae": "minimize", "r2": "maximize",
 }
 SKLEARN_DATASETS = ("iris", "digits", "wine", "breast_cancer", "diabetes")
-STORAGE_SCHEMES = ("sqlite", "postgresql", "mysql", "journal")
+STORAGE_SCHEMES = ("sqlite", "postgresql", "mysql", "journal", "grpc")
 MAX_WEIGHTS = 250_000_000  # (depth - 1) * width**2 of the largest net: 1 GB of fp32 weights, ~4 GB with Adam
 
 
@@ -184,6 +184,9 @@ class StudySpec(_Section):
     heartbeat_interval: int = Field(10, ge=1, le=3600, description="Seconds between a running trial's heartbeats")
     grace_period: int = Field(30, ge=2, le=86400, description="Seconds without a heartbeat before a running trial "
                               "counts as lost (failed and retried); a dead process on the same machine counts at once")
+    storage_patience: float = Field(300, gt=0, le=604800, description="Seconds a worker keeps retrying a storage "
+                                    "that does not answer (a database restart, a lost network) before it stops "
+                                    "with exit status 2; training goes on meanwhile")
 
     _storage_where: str | None = PrivateAttr(None)  # where a storage set after loading came from
 
@@ -241,7 +244,7 @@ def check_storage_url(url: str) -> None:
     if scheme not in STORAGE_SCHEMES:
         shown = scheme or "none"  # never the whole URL: it may hold a password
         raise _err(f"unknown storage scheme {shown!r}; use sqlite:///file.db, postgresql://..., "
-                   "mysql+pymysql://... or journal:///path/file.journal")
+                   "mysql+pymysql://..., journal:///path/file.journal or grpc://host:port")
 
 
 def climbs_out(path: Path | str) -> bool:

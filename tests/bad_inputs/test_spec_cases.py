@@ -87,7 +87,7 @@ SPEC_CASES = [
          "f1_macro, roc_auc, log_loss"),
     spec(IRIS + "study:\n  storage: redis://admin:hunter2@localhost:6379\n", "unknown_storage_scheme",
          "spec.yaml:4 study.storage: unknown storage scheme 'redis'; use sqlite:///file.db, postgresql://..., "
-         "mysql+pymysql://... or journal:///path/file.journal"),
+         "mysql+pymysql://..., journal:///path/file.journal or grpc://host:port"),
     spec(IRIS + "study:\n  name: ../evil\n", "study_name_with_slash",
          "spec.yaml:4 study.name: '../evil' is not a valid study name; use letters, digits, '_', '-' and '.' "
          "(at most 100, starting with a letter or digit)"),

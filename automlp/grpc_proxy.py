@@ -1,0 +1,52 @@
+"""`grpc://host:port`: workers that reach the study through Optuna's gRPC storage proxy.
+
+Past a few dozen workers the database connections become the limit; one `optuna.storages.run_grpc_proxy_server`
+in front of the database serves them all. Optuna 5's client, `GrpcStorageProxy`, has no heartbeats, so a trial
+whose worker died would stay RUNNING: automlp gives it the same heartbeats as the journal file (the worker and the
+time in a trial system attr, written through the proxy), and the retry layer rides out a proxy that restarts
+(gRPC status UNAVAILABLE).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Callable
+
+from optuna.exceptions import ExperimentalWarning
+from optuna.storages import GrpcStorageProxy
+from optuna.storages._heartbeat import BaseHeartbeat
+
+from automlp.errors import StorageError
+from automlp.storage import HeartbeatJournalStorage
+
+
+class HeartbeatGrpcStorage(GrpcStorageProxy, BaseHeartbeat):
+    """Optuna's gRPC storage proxy client with automlp's system-attr heartbeats."""
+
+    def __init__(self, host: str, port: int, *, heartbeat_interval: int, grace_period: int,
+                 heartbeat_stale_trial_callback: Callable | None = None):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ExperimentalWarning)  # the user chose the proxy by its URL
+            super().__init__(host=host, port=port)
+        self._interval, self._grace, self._on_stale = heartbeat_interval, grace_period, heartbeat_stale_trial_callback
+
+    # the journal storage's heartbeats are written with set_trial_system_attr only: they work through any storage
+    record_heartbeat = HeartbeatJournalStorage.record_heartbeat
+    _get_stale_trial_ids = HeartbeatJournalStorage._get_stale_trial_ids
+    get_heartbeat_interval = HeartbeatJournalStorage.get_heartbeat_interval
+    get_heartbeat_stale_trial_callback = HeartbeatJournalStorage.get_heartbeat_stale_trial_callback
+
+
+def open_grpc_storage(url: str, where: str = "study.storage", **beat) -> HeartbeatGrpcStorage:
+    hostport = url.removeprefix("grpc://").rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise StorageError(f"{where}: {url} must be grpc://HOST:PORT (the address of "
+                           "optuna.storages.run_grpc_proxy_server)")
+    storage = HeartbeatGrpcStorage(host, int(port), **beat)
+    try:
+        storage.wait_server_ready(timeout=10)
+    except ConnectionError:
+        raise StorageError(f"{where}: no gRPC storage proxy answers at {hostport} (waited 10 s); start "
+                           "optuna.storages.run_grpc_proxy_server there, or check the address") from None
+    return storage
