@@ -18,8 +18,8 @@ from automlp.errors import DataError
 from automlp.spec import DataSpec, validate_spec_dict
 
 IRIS = "data:\n  dataset: sklearn:iris\nspace:\n  depth: 1\n  width: 8\n  max_epochs: 2\n"
-REDIS = ("unknown storage scheme 'redis'; use sqlite:///file.db, postgresql://..., mysql+pymysql://... or "
-         "journal:///path/file.journal")
+REDIS = ("unknown storage scheme 'redis'; use sqlite:///file.db, postgresql://..., mysql+pymysql://..., "
+         "journal:///path/file.journal or grpc://host:port")
 
 
 def invoke(*args, cwd=None):
@@ -89,15 +89,16 @@ def test_a_worker_sends_its_error_to_the_parent_instead_of_printing_it(tmp_path,
     from automlp.workers import _worker_main
 
     spec = validate_spec_dict({"data": {"path": str(tmp_path / "gone.csv"), "target": "y"}})
-    errors = queue.SimpleQueue()
+    reports = queue.SimpleQueue()
     old = signal.getsignal(signal.SIGINT)
     try:
         with pytest.raises(SystemExit) as e:
-            _worker_main(spec, None, {}, errors)
+            _worker_main(spec, None, {}, 0, reports)
     finally:
         signal.signal(signal.SIGINT, old)
     assert e.value.code == 2
-    sent = errors.get_nowait()
+    index, kind, sent = reports.get_nowait()
+    assert (index, kind) == (0, "error")
     assert isinstance(sent, DataError)
     assert str(sent) == (f"data.path: file not found: {tmp_path}/gone.csv (a relative data.path starts at the "
                          "spec's folder)")

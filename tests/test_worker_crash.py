@@ -18,12 +18,13 @@ def test_a_crashing_worker_leaves_a_crash_report_that_the_parent_names(tmp_path,
     hook.mkdir()
     # every process of the command runs this at start (the fork server too): the workers' entry point fails
     (hook / "sitecustomize.py").write_text(textwrap.dedent("""
-        import automlp.search
+        import importlib
 
         def run_worker(*args, **kwargs):
             raise RuntimeError("boom in the worker")
 
-        automlp.search.run_worker = run_worker
+        # the module, not automlp.search (the function of the Python API)
+        importlib.import_module("automlp.search").run_worker = run_worker
     """))
     monkeypatch.setenv("PYTHONPATH", f"{hook}:{__import__('os').environ.get('PYTHONPATH', '')}")
     spec = write_spec(tmp_path, "crash", n_trials=2)
