@@ -30,13 +30,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from automlp.metrics import get_metric, score, softmax
+
+# automlp.metrics (scikit-learn) is imported where selection needs it: loading a model folder, which builds an
+# EnsembleNet, needs torch and numpy only
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
 
 
 def _blend_space(outputs: np.ndarray, classification: bool) -> np.ndarray:
     """What is averaged: probabilities (classification) or the standardized outputs (regression)."""
     out = np.asarray(outputs, np.float64)
-    return softmax(out) if classification else out.reshape(len(out), -1)
+    return _softmax(out) if classification else out.reshape(len(out), -1)
 
 
 def _from_blend_space(avg: np.ndarray, classification: bool) -> np.ndarray:
@@ -88,6 +95,8 @@ def select_ensemble(outputs: Sequence[np.ndarray], y: np.ndarray, metric: str, n
                     target_mean: float = 0.0, target_std: float = 1.0) -> EnsembleSelection:
     """Greedy ensemble selection with replacement over candidates' raw outputs on the same held-out rows
     (out-of-fold or validation predictions); `metric` is an automlp metric name (its direction is used)."""
+    from automlp.metrics import get_metric, score
+
     if not outputs or n_rounds < 1:
         raise ValueError(f"select_ensemble needs at least one candidate and one round; got {len(outputs)} "
                          f"candidates, n_rounds={n_rounds}")
