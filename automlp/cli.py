@@ -251,8 +251,15 @@ def _export_best(outcome, spec) -> None:
     from automlp.export.write import export_search
 
     folder = export_search(outcome, spec)
-    if folder is not None:
-        typer.echo(f"wrote the best model (trial #{outcome.study.best_trial.number}) to {folder}/")
+    if folder is None:
+        return
+    final = outcome.final
+    trials = ", ".join(f"#{t}" for t in sorted({m.trial for m in final.members}))
+    what = {"best": f"the best model (trial {trials})",
+            "refit": f"the refit model (trial {trials} retrained on train + validation)",
+            "bag": f"the bag of trial {trials}'s {len(final.members)} fold models",
+            "ensemble": f"the ensemble of {len(final.members)} trials ({trials})"}[final.kind]
+    typer.echo(f"wrote {what} to {folder}/")
 
 
 @app.command()

@@ -23,12 +23,14 @@ the earlier round: deterministic, and the smaller ensemble wins a tie.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import List, Sequence
 
 import numpy as np
 import torch
 from torch import nn
+
+from automlp.model import MLPConfig
 
 
 # automlp.metrics (scikit-learn) is imported where selection needs it: loading a model folder, which builds an
@@ -162,3 +164,15 @@ class EnsembleNet(nn.Module):
             # log(sum_k w_k softmax(z_k)) without leaving log space: finite even where a probability underflows
             return torch.logsumexp(torch.log_softmax(z, dim=-1) + self.log_weights, dim=0)
         return (z * self.weights).sum(dim=0)
+
+
+@dataclass
+class EnsembleMember:
+    """One network of an ensemble: trained weights behind the shared preprocessing, and where it came from."""
+
+    model: torch.nn.Module
+    mlp: MLPConfig
+    weight: float
+    trial: int
+    fold: int | None = None
+    info: dict = field(default_factory=dict)  # what else to record (seed, epochs, ...)

@@ -21,6 +21,7 @@ from optuna.trial import TrialState
 
 from automlp.data import PreparedData, TrainData, prepare_data, resolve_device, to_tensors
 from automlp.errors import SpecError, StorageError
+from automlp.heldout import rank_trials, save_predictions
 from automlp.metrics import default_metric, get_metric, score_all
 from automlp.model import MLPConfig, build_mlp, count_params
 from automlp.spec import Param, Spec, check_metric_fits
@@ -174,7 +175,7 @@ def record_run(trial: optuna.Trial, run: TrialRun) -> None:
     attrs = {
         "seed": run.config.seed, "n_params": count_params(run.mlp), "widths": list(run.mlp.widths),
         "architecture": run.mlp.describe(), "n_epochs": r.n_epochs, "best_epoch": r.best_epoch,
-        "stop_reason": r.stop_reason, "train_time_s": round(r.train_time_s, 4),
+        "stop_reason": r.stop_reason, "train_time_s": round(r.train_time_s, 4), "best_val_loss": r.best_val_loss,
         "curves": {k: _round(v) for k, v in r.history.items()}, "val_metrics": run.val_metrics,
     }
     if r.notes:
@@ -211,12 +212,18 @@ class Objective:
                 raise optuna.TrialPruned(f"diverged: {'; '.join(r.notes)}")
             if r.stop_reason == "pruned":
                 raise optuna.TrialPruned(f"pruned at epoch {r.n_epochs}")
-            self.keeper.offer(trial.number, run)
+            self.finished(trial.number, run)
             return r.best_val_score
         finally:
             del run
             if self.tensors.device.type == "cuda":
                 torch.cuda.empty_cache()
+
+    def finished(self, number: int, run: TrialRun) -> None:
+        """A COMPLETE trial: offer its model to the keeper; keep its validation outputs for an ensemble."""
+        self.keeper.offer(number, run)
+        if self.spec.study.final == "ensemble":
+            save_predictions(self.spec.study_dir, number, predict(run.model, self.tensors.X_val).float().cpu().numpy())
 
 
 class BestKeeper:
@@ -226,13 +233,15 @@ class BestKeeper:
         self.direction = direction
         self.number: int | None = None
         self.value = -math.inf if direction == "maximize" else math.inf
+        self.loss = math.inf
         self.state: dict | None = None
         self.mlp: MLPConfig | None = None
 
     def offer(self, number: int, run: TrialRun) -> None:
-        v = run.result.best_val_score
-        if (v > self.value) if self.direction == "maximize" else (v < self.value):
-            self.number, self.value, self.mlp = number, v, run.mlp
+        v, loss = run.result.best_val_score, run.result.best_val_loss
+        better = (v > self.value) if self.direction == "maximize" else (v < self.value)
+        if better or (v == self.value and loss < self.loss):  # a tie goes to the lower validation loss
+            self.number, self.value, self.loss, self.mlp = number, v, loss, run.mlp
             self.state = {k: t.detach().to("cpu", copy=True) for k, t in run.model.state_dict().items()}
 
 
@@ -352,6 +361,7 @@ class SearchOutcome:
     best_run: TrialRun | None = None
     notes: list[str] = field(default_factory=list)
     interrupted: bool = False
+    final: object | None = None  # automlp.final.FinalModel: what the search ships (study.final)
 
 
 def _progress_callback(progress, n_total, start, n_before):
@@ -448,9 +458,14 @@ def run_search(spec: Spec, progress: Callable[[Progress], None] | None = None,
         # the interrupted trials were marked FAIL; keep what finished and say so
         notes.append("interrupted: the running trials were marked FAIL; run the same command to resume")
     best_run = score_best(study, spec, data, tensors, metric, keeper)
+    from automlp.final import build_final  # the final-model step builds on this module
+
+    final = build_final(spec, study, data, tensors, metric, best_run)
     summary = build_summary(study, spec, data, metric, best_run, time.perf_counter() - start, device)
+    if final is not None:
+        summary["final"] = final.summary()
     write_summary(summary, spec)
-    return SearchOutcome(study, data, metric, summary, best_run, notes, interrupted)
+    return SearchOutcome(study, data, metric, summary, best_run, notes, interrupted, final)
 
 
 def replay(trial: optuna.trial.FrozenTrial, spec: Spec, data: PreparedData, tensors: TrainData,
@@ -468,10 +483,10 @@ def replay(trial: optuna.trial.FrozenTrial, spec: Spec, data: PreparedData, tens
 def score_best(study: optuna.Study, spec: Spec, data: PreparedData, tensors: TrainData, metric: str,
                keeper: BestKeeper) -> TrialRun | None:
     """The best trial's model: kept from this run, or replayed from its seed when another process ran it."""
-    try:
-        best = study.best_trial
-    except ValueError:
+    ranked = rank_trials(study)
+    if not ranked:
         return None
+    best = ranked[0]
     if keeper.number == best.number and keeper.state is not None:
         seed_everything(0)
         model = build_mlp(keeper.mlp).to(tensors.device)
@@ -507,7 +522,7 @@ def build_summary(study: optuna.Study, spec: Spec, data: PreparedData, metric: s
     }
     if best_run is None:
         return summary
-    best = study.best_trial
+    best = rank_trials(study)[0]
     scores = split_scores(best_run, data, best_run.model.parameters().__next__().device)
     r = best_run.result
     summary["best"] = {
@@ -542,7 +557,20 @@ def summary_markdown(s: dict) -> str:
     lines += ["", "| split | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
     for split in ("train", "val", "test"):
         lines.append(f"| {split} | " + " | ".join(_fmt(b["scores"][split].get(m)) for m in metrics) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _final_markdown(s.get("final"), b, metrics)) + "\n"
+
+
+def _final_markdown(f: dict | None, b: dict, metrics: list[str]) -> list[str]:
+    """The shipped model next to the best trial on the test split (when study.final is not `best`)."""
+    if not f or f["kind"] == "best":
+        return []
+    trials = sorted({m["trial"] for m in f["members"]})
+    what = f"{len(f['members'])} networks of trial{'s' if len(trials) > 1 else ''} {', '.join(map(str, trials))}"
+    lines = ["", f"## Shipped model: {f['kind']} ({what})", "", "| test | " + " | ".join(metrics) + " |",
+             "|---|" + "---|" * len(metrics),
+             f"| best trial #{b['trial']} | " + " | ".join(_fmt(b["scores"]["test"].get(m)) for m in metrics) + " |",
+             f"| shipped ({f['kind']}) | " + " | ".join(_fmt(f["scores"]["test"].get(m)) for m in metrics) + " |"]
+    return lines + (["", f["note"]] if f.get("note") else [])
 
 
 def _fmt(v) -> str:

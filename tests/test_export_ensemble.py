@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import io
 import json
 import shutil
@@ -21,10 +20,10 @@ from typer.testing import CliRunner
 import automlp
 from automlp.cli import app
 from automlp.data import as_categories, prepare_data, read_data
-from automlp.ensemble import blend
+from automlp.ensemble import EnsembleMember, blend
 from automlp.errors import ExportError
 from automlp.export import AutomlpClassifier, AutomlpRegressor
-from automlp.export.ensemble import EnsembleMember, write_ensemble
+from automlp.export.ensemble import write_ensemble
 from automlp.metrics import score_all, softmax
 from automlp.model import MLPConfig, build_mlp
 from automlp.spec import load_spec
@@ -72,7 +71,7 @@ def folder(request, tmp_path_factory):
                          [m.weight for m in members], data.task)
     scores = {"test": score_all(data.task, data.y_test, test_out, data.target_mean, data.target_std)}
     path = write_ensemble(root / "model", members, data, spec, kind="ensemble", scores=scores, metric="r2",
-                          selection={"method": "test"})
+                          details={"selection": {"method": "by hand"}})
 
     def reference(X: np.ndarray) -> np.ndarray:
         """The weighted average of the members' own outputs, by `blend` (numpy), from features."""
@@ -105,7 +104,7 @@ def test_folder_lists_every_member_with_its_checksum(folder):
         [(f, t, fo, i) for i, (f, (t, fo, _, _)) in enumerate(zip(members, LAYOUT))]
     assert [m["weight"] for m in listed] == pytest.approx([w for _, _, w, _ in LAYOUT])
     assert meta["trial"]["numbers"] == [3, 7] and meta["architecture"]["kind"] == "ensemble"
-    assert "average" in meta["target"]["outputs"]
+    assert "average" in meta["target"]["outputs"] and meta["ensemble"]["selection"] == {"method": "by hand"}
 
 
 def test_load_and_the_sklearn_wrappers_predict_the_weighted_average(folder):

@@ -24,13 +24,12 @@ import datetime as dt
 import json
 import os
 import shutil
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from automlp.data import PreparedData
-from automlp.ensemble import EnsembleNet
+from automlp.ensemble import EnsembleMember, EnsembleNet
 from automlp.errors import ExportError
 from automlp.export.load import sha256
 from automlp.export.write import METADATA, MODEL_FORMAT, ONNX, PREPROCESSING, TORCHSCRIPT, _onnx, _swap_in, \
@@ -43,18 +42,6 @@ ENSEMBLE_VERSION = 2  # model folders without model.pt; readers of version 1 ref
 BLEND = {"classification": "log of the weighted average of the members' softmax probabilities (softmax of these "
                            "outputs gives that average)",
          "regression": "weighted average of the members' standardized outputs: prediction = output * std + mean"}
-
-
-@dataclass
-class EnsembleMember:
-    """One network of an ensemble: trained weights behind the shared preprocessing, and where it came from."""
-
-    model: torch.nn.Module
-    mlp: MLPConfig
-    weight: float
-    trial: int
-    fold: int | None = None
-    info: dict = field(default_factory=dict)  # what else to record (seed, epochs, ...)
 
 
 def architecture(mlp: MLPConfig) -> dict:
@@ -82,10 +69,11 @@ def _check(members: list[EnsembleMember], data: PreparedData) -> None:
 
 
 def write_ensemble(out_dir: Path, members: list[EnsembleMember], data: PreparedData, spec: Spec, *, kind: str,
-                   scores: dict, metric: str, selection: dict | None = None, refit: dict | None = None,
+                   scores: dict, metric: str, details: dict | None = None, rows: dict | None = None,
                    notes: list[str] | None = None) -> Path:
     """Write `members` (weights are normalized) as one model folder. `kind` says what was shipped (bag,
-    ensemble); `selection` how the weights were chosen; `scores` the blend's metrics per split."""
+    ensemble); `details` how it was built (metadata.json's `ensemble` holds them: selection, folds, note);
+    `scores` the blend's metrics per split; `rows` the study's split sizes (default: `data`'s)."""
     out_dir = Path(out_dir)
     _check(members, data)
     total = sum(m.weight for m in members)
@@ -112,7 +100,8 @@ def write_ensemble(out_dir: Path, members: list[EnsembleMember], data: PreparedD
         files = {p.name: sha256(p) for p in sorted(tmp.iterdir())}
         listed = [{"file": member_file(i), "trial": m.trial, "fold": m.fold, "weight": w,
                    "architecture": architecture(m.mlp), **m.info} for i, (m, w) in enumerate(zip(members, weights))]
-        meta = _metadata(data, spec, kind, listed, selection, scores, metric, refit, notes, state, files)
+        meta = _metadata(data, spec, kind, listed, details or {}, scores, metric, rows or data.sizes(), notes,
+                         state, files)
         (tmp / METADATA).write_text(json.dumps(meta, indent=2, default=str) + "\n")
         _swap_in(tmp, out_dir)
     except BaseException:
@@ -121,7 +110,7 @@ def write_ensemble(out_dir: Path, members: list[EnsembleMember], data: PreparedD
     return out_dir
 
 
-def _metadata(data, spec, kind, listed, selection, scores, metric, refit, notes, state, files) -> dict:
+def _metadata(data, spec, kind, listed, details, scores, metric, rows, notes, state, files) -> dict:
     trials = sorted({m["trial"] for m in listed})
     describe = f"{kind} of {len(listed)} networks (trial{'s' if len(trials) > 1 else ''} " \
                f"{', '.join(map(str, trials))})"
@@ -130,14 +119,14 @@ def _metadata(data, spec, kind, listed, selection, scores, metric, refit, notes,
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "versions": versions(),
         "study": {"name": spec.study.name, "storage": redact(storage_url(spec)), "metric": metric,
-                  "data": data.source, "rows": refit["split_rows"] if refit else data.sizes()},
+                  "data": data.source, "rows": rows},
         "trial": {"number": trials[0] if len(trials) == 1 else None, "numbers": trials},
-        "refit": refit,
+        "refit": None,
         "task": data.task,
         "target": state["target"],
         "architecture": {"kind": kind, "n_inputs": data.n_features, "n_outputs": data.n_outputs,
                          "describe": describe},
-        "ensemble": {"kind": kind, "blend": BLEND[data.task], "members": listed, "selection": selection},
+        "ensemble": {"kind": kind, "blend": BLEND[data.task], "members": listed, **details},
         "metrics": scores,
         "input_schema": state["columns"],
         "notes": notes,

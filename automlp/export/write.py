@@ -8,7 +8,6 @@ half-written model where a good one was.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import datetime as dt
 import json
 import math
@@ -26,11 +25,13 @@ import torch
 from optuna.trial import TrialState
 
 import automlp
-from automlp.data import PreparedData, prepare_data, refit_preprocessing, resolve_device, to_tensors
+from automlp.data import PreparedData, prepare_data, resolve_device, to_tensors
 from automlp.errors import ExportError
+from automlp.final import refit_run
+from automlp.heldout import rank_trials
 from automlp.export.load import sha256
 from automlp.export.preprocess import FORMAT, PANDAS_NA_STRINGS, VERSION, FeatureTransform, dtype_kind
-from automlp.search import TrialRun, params_of, replay, resolve_metric, run_config, set_threads, split_scores, \
+from automlp.search import TrialRun, params_of, replay, resolve_metric, set_threads, split_scores, \
     storage_url
 from automlp.spec import Spec, dump_spec
 from automlp.storage import open_storage, redact
@@ -237,13 +238,21 @@ def trial_info(trial: optuna.trial.FrozenTrial, run: TrialRun) -> dict:
 
 
 def export_search(outcome, spec: Spec) -> Path | None:
-    """The model folder of a finished `run_search` (`SearchOutcome`): its best model, no retraining."""
-    if outcome.best_run is None:
+    """The model folder of a finished `run_search` (`SearchOutcome`): the model it ships (`study.final`),
+    as built at the end of the search (no retraining here)."""
+    final = outcome.final
+    if outcome.best_run is None or final is None:
         return None
-    best = outcome.study.best_trial
-    return write_model(spec.study_dir / "model", outcome.best_run, outcome.data, spec,
-                       trial=trial_info(best, outcome.best_run), scores=outcome.summary["best"]["scores"],
-                       metric=outcome.metric)
+    out = spec.study_dir / "model"
+    if final.run is None:  # bag, ensemble: one folder, one blended network
+        from automlp.export.ensemble import write_ensemble
+
+        return write_ensemble(out, final.members, final.data, spec, kind=final.kind, scores=final.scores,
+                              metric=outcome.metric, details=final.info, rows=outcome.data.sizes())
+    info = trial_info(rank_trials(outcome.study)[0], outcome.best_run) | {"final": final.kind}
+    scores = outcome.summary["best"]["scores"] if final.kind == "best" else final.scores
+    return write_model(out, final.run, final.data, spec, trial=info, scores=scores, metric=outcome.metric,
+                       refit=final.refit)
 
 
 def spec_from_study_dir(folder: Path) -> Spec:
@@ -276,7 +285,7 @@ def _pick_trial(study: optuna.Study, number: int | None) -> optuna.trial.FrozenT
         # the report's k-fold winner when the spec asked for it (report.use_rescored_choice), else the best
         number = study.user_attrs.get("automlp_chosen_trial")
         if number is None:
-            return study.best_trial
+            return rank_trials(study)[0]
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     t = trials.get(number)
     if t is None or t.state != TrialState.COMPLETE:
@@ -285,26 +294,6 @@ def _pick_trial(study: optuna.Study, number: int | None) -> optuna.trial.FrozenT
         raise ExportError(f"--trial: trial {number} of study '{study.study_name}' {what}; only COMPLETE trials "
                           f"can be exported: {some}")
     return t
-
-
-def refit_run(run: TrialRun, data: PreparedData, device: torch.device) -> tuple[TrialRun, PreparedData, dict]:
-    """Retrain the run's configuration on train + validation for the epochs early stopping chose, with the
-    preprocessing refitted on those rows too. Returns the run, the data it was trained on, and what to record."""
-    epochs = run.result.best_epoch
-    merged = refit_preprocessing(data, np.arange(len(data.y_train) + len(data.y_val)), None)
-    n = len(merged.y_train)
-    # no held-out rows remain: every epoch counts as an improvement (min_delta -inf) and training stops after
-    # `epochs`, so the model is the last epoch's; max_epochs stays, so the lr schedule is the search's
-    tc = dataclasses.replace(run.config, patience=None, min_delta=-math.inf)
-    mlp = dataclasses.replace(run.mlp, n_inputs=merged.n_features)  # categories seen only in validation add inputs
-    refit = run_config(mlp, tc, merged, to_tensors(merged, device), lambda epoch, _: epoch >= epochs)
-    info = {"epochs": epochs, "rows": n, "split_rows": data.sizes(), "seed": tc.seed,
-            "n_features": merged.n_features,
-            "note": f"retrained on train + validation ({n} rows) for {epochs} epochs, the best epoch early "
-                    "stopping found in the search; the preprocessing was refitted on the same rows. "
-                    "Validation metrics are the search's (the refit model has seen those rows); "
-                    "train metrics are the refit model's on train + validation, test metrics the refit model's"}
-    return refit, merged, info
 
 
 def export_study(spec: Spec, trial_number: int | None = None, refit: bool = False,

@@ -273,5 +273,5 @@ def _tell(objective: Objective, study: optuna.Study, trial: optuna.Trial, run: T
     r = run.result
     if r.stop_reason in ("pruned", "diverged"):
         return study.tell(trial, state=TrialState.PRUNED)
-    objective.keeper.offer(trial.number, run)
+    objective.finished(trial.number, run)
     return study.tell(trial, r.best_val_score)
