@@ -390,10 +390,22 @@ def _open(spec: Spec) -> tuple[torch.device, PreparedData, str, optuna.Study, Tr
     set_threads(spec)
     device = resolve_device(spec.training.device)
     data = prepare_data(spec.data, spec.study.seed)
+    _check_validation(spec, data)
     metric = resolve_metric(spec, data.task)
     spec.study_dir.mkdir(parents=True, exist_ok=True)
     study = open_study(spec, metric)
     return device, data, metric, study, to_tensors(data, device)
+
+
+def _check_validation(spec: Spec, data: PreparedData) -> None:
+    from automlp.folds import KFOLD_AUTO_MAX_ROWS, use_kfold
+
+    n = len(data.y_train) + len(data.y_val)
+    if use_kfold(spec.study.validation, n):
+        why = "" if spec.study.validation == "kfold" else f" (auto: train+validation has {n} < " \
+            f"{KFOLD_AUTO_MAX_ROWS} rows)"
+        raise SpecError(f"study.validation: k-fold trials{why} need the stacked trainer, which this build does not "
+                        "have yet; use study.validation: holdout")
 
 
 def _run(objective: Objective, study: optuna.Study, stop: threading.Event, deadline: float | None,

@@ -32,7 +32,7 @@ def _spec(tmp_path, final: str, dataset: str = "sklearn:wine", n_trials: int = 6
             "training": {"threads": 1, "early_stopping": {"patience": 5}},
             "study": {"name": f"f_{final}", "n_trials": n_trials, "seed": 2, "pruner": "none", "final": final,
                       "folds": 3, **study},
-            "output": {"dir": str(tmp_path)}}
+            "output": {"dir": str(tmp_path)}, "report": {"seeds": 1, "rescore_top": 0}}
 
 
 def _search(tmp_path, final: str, **kw):
@@ -91,7 +91,17 @@ def test_ensemble_is_selected_on_validation_predictions_and_exported_as_one_fold
     p = automlp.load(folder)
     assert np.allclose(p.predict_proba(data.raw_test), np.exp(expected), atol=1e-5)
     assert score_all(data.task, data.y_test, p.outputs(data.raw_test)) == pytest.approx(f["scores"]["test"])
-    assert f"## Shipped model: ensemble" in (spec.study_dir / "summary.md").read_text()
+    assert "## Shipped model: ensemble" in (spec.study_dir / "summary.md").read_text()
+    # the report shows the best trial and the shipped model side by side on the test split
+    from automlp.report import build_report
+
+    result = build_report(spec, study, data, outcome.best_run)
+    md = result.md_path.read_text()
+    trials = ", ".join(f"#{t}" for t in sorted({m["trial"] for m in f["members"]}))
+    assert f"## Shipped model: ensemble ({len(f['members'])} networks; trials {trials})" in md
+    assert f"| shipped (ensemble) | {f['scores']['test']['accuracy']:.4g} |" in md
+    assert f"| best trial #{best.number} | {outcome.summary['best']['scores']['test']['accuracy']:.4g} |" in md
+    assert "Shipped model: ensemble" in result.html_path.read_text()
 
 
 @pytest.mark.slow

@@ -8,6 +8,7 @@ configurations when train+validation is small. Everything returned is JSON-able 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import time
 
@@ -20,6 +21,7 @@ from sklearn.metrics import classification_report, confusion_matrix, roc_auc_sco
 from sklearn.model_selection import KFold, StratifiedKFold
 
 from automlp.data import PreparedData, TrainData, refit_preprocessing, to_tensors
+from automlp.heldout import rank_trials
 from automlp.metrics import get_metric, score, softmax
 from automlp.model import MLPConfig, count_params
 from automlp.report import verdict as V
@@ -164,9 +166,19 @@ def rescore(trials: list[optuna.trial.FrozenTrial], spec: Spec, data: PreparedDa
 
 
 def ranked(study: optuna.Study, direction: str) -> list[optuna.trial.FrozenTrial]:
-    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None
-            and math.isfinite(t.value)]
-    return sorted(done, key=lambda t: (-t.value if direction == "maximize" else t.value, t.number))
+    return rank_trials(study, direction)  # ties: the lower validation loss first (automlp.heldout)
+
+
+def final_facts(spec: Spec, study_name: str) -> dict | None:
+    """The shipped model (study.final) as the search's summary.json recorded it, when it is not the best trial's
+    own model: the report shows it next to the best trial on the test split."""
+    path = spec.study_dir / "summary.json"
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    final = summary.get("final") if summary.get("study") == study_name else None
+    return final if final and final.get("kind") != "best" else None
 
 
 def capacity_facts(study: optuna.Study) -> dict:
@@ -248,6 +260,7 @@ def collect(study: optuna.Study, spec: Spec, data: PreparedData, tensors: TrainD
     device = tensors.device
     facts["best"] = best_facts(best, best_run, data, device)
     facts["predictions"] = prediction_facts(best_run, data, device)
+    facts["final"] = final_facts(spec, study.study_name)
     t0 = time.perf_counter()
     facts["stability"] = stability_runs(best, best_run, spec, data, tensors, metric)
     facts["timings"]["stability_s"] = time.perf_counter() - t0
