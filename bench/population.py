@@ -287,6 +287,8 @@ def run_e2e(args):
     import optuna
     import yaml
 
+    from automlp.report.summary import summarize
+    from automlp.search.trial import TrialRecord
     from automlp.search import run_search
     from automlp.spec import validate_spec_dict
 
@@ -309,9 +311,10 @@ def run_e2e(args):
             raw["output"] = {"dir": str(Path(tmp) / f"pop_{pop}")}
             spec = validate_spec_dict(raw)
             outcome = run_search(spec)
+            summarize(outcome, spec)
             s, trials = outcome.summary, outcome.summary["trials"]
             finished = trials.get("COMPLETE", 0) + trials.get("PRUNED", 0)
-            sizes = {t.user_attrs.get("population", {}).get("size", 1) for t in outcome.study.trials}
+            sizes = {(TrialRecord.read(t).population or {"size": 1})["size"] for t in outcome.study.trials}
             row = {"population": pop, "K": max(sizes), "finished": finished, "complete": trials.get("COMPLETE", 0),
                    "pruned": trials.get("PRUNED", 0), "wall_s": s["wall_time_s"], "best_val_r2": s["best"]["value"],
                    "best_test_r2": s["best"]["scores"]["test"]["r2"]}  # fmt: skip
