@@ -102,9 +102,9 @@ class _Session:
             except torch.OutOfMemoryError:
                 # like study.optimize(catch=OutOfMemoryError): this stack's trials are FAIL, the search goes on
                 logger.warning("out of memory training trials %s; they are marked FAIL", sorted(self.members))
-                self._fail(list(self.members))
-            if self.trials.tensors.device.type == "cuda":
-                torch.cuda.empty_cache()
+                self._fail(list(self.members), notify=True)
+            if torch.cuda.is_initialized():
+                torch.cuda.empty_cache()  # the stack's memory goes back before the next one is built
 
     # ------------------------------------------------------------------ asking
 
@@ -122,7 +122,7 @@ class _Session:
         if self.budget.admits(self.study, trial):
             return self.trials.member(trial)
         TrialRecord.skip(trial)
-        self._tell_fail(trial.number)
+        self._tell_fail(trial.number, notify=True)
         return None
 
     def _start(self) -> list[Member] | None:
@@ -196,16 +196,20 @@ class _Session:
         self.reporter.trials.pop(number, None)
         self.beats.discard(trial)
 
-    def _tell_fail(self, number: int) -> None:
+    def _tell_fail(self, number: int, notify: bool = False) -> None:
+        """FAIL; `notify` runs the callbacks, as study.optimize does for a failure it catches (not on the way
+        out of an exception)."""
         trial = self.asked[number]
         self._forget(number)
-        self.study.tell(trial, state=TrialState.FAIL)
+        frozen = self.study.tell(trial, state=TrialState.FAIL)
+        for cb in self.callbacks if notify else ():
+            cb(self.study, frozen)
 
-    def _fail(self, numbers: list[int]) -> None:
+    def _fail(self, numbers: list[int], notify: bool = False) -> None:
         for number in numbers:
             self.members.pop(number, None)
             if number in self.asked:
-                self._tell_fail(number)
+                self._tell_fail(number, notify)
 
     def fail_untold(self) -> None:
         """Every trial asked and not told (training, waiting for a stack) is told FAIL."""
