@@ -20,12 +20,12 @@ import torch
 from optuna.trial import TrialState
 
 from automlp.data import PreparedData, TrainData, prepare_data, resolve_device, to_tensors
+from automlp.engine import TrainConfig, TrainResult, predict, seed_everything, train
 from automlp.errors import SpecError, StorageError
 from automlp.metrics import default_metric, get_metric, score_all
 from automlp.model import MLPConfig, build_mlp, count_params
 from automlp.spec import Param, Spec, check_metric_fits
 from automlp.storage import TrialBudget, open_storage, redact, run_trials, storage_of
-from automlp.train import TrainConfig, TrainResult, predict, seed_everything, train
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 

@@ -17,7 +17,6 @@ The study-wide budget, heartbeats and retries are those of the sequential path (
 from __future__ import annotations
 
 import threading
-import time
 import warnings
 from collections import defaultdict
 from collections.abc import Callable
@@ -29,13 +28,12 @@ from optuna.trial import TrialState
 
 from automlp.data import TrainData
 from automlp.metrics import score_all
+from automlp.engine import Member, TrainConfig, predict, stack_key, train_stack
 from automlp.model import MLPConfig, count_params
-from automlp.population.train import stack_key, train_population
 from automlp.search import (Objective, TrialRun, configs_from_params, params_of, record_run, run_config,
                             suggest_params, trial_seed)  # fmt: skip
 from automlp.spec import Spec
 from automlp.storage import SKIP_NOTE, SKIPPED_ATTR, TrialBudget
-from automlp.train import TrainConfig, predict
 
 STRUCTURAL = ("depth", "activation", "optimizer", "batch_size", "max_epochs")
 # bench/population.py, 2 CPU cores: the rate per member-epoch peaks when a step's stacked matrix products reach
@@ -78,7 +76,6 @@ def run_population(objective: Objective, study: optuna.Study, budget: TrialBudge
     Returns True when stopped by `stop` or KeyboardInterrupt (the members still training are then FAIL)."""
     tensors = objective.tensors
     k_max = population_size(objective.spec, objective.data.n_features, objective.data.n_outputs, tensors.device)
-    train_deadline = None if deadline is None else time.perf_counter() + (deadline - time.time())
     with warnings.catch_warnings():
         # Optuna warns that heartbeats are meant for study.optimize; Heartbeats below sends them for ask-and-tell
         warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
@@ -88,7 +85,7 @@ def run_population(objective: Objective, study: optuna.Study, budget: TrialBudge
                     k = min(k_max, budget.wait_for_room(study, stop, deadline))
                     if k <= 0:
                         break
-                    run_generation(objective, study, k, callbacks or [], train_deadline,
+                    run_generation(objective, study, k, callbacks or [], deadline,
                                    admit=_admit(budget, release), stop=stop)
                 if tensors.device.type == "cuda":
                     torch.cuda.empty_cache()
@@ -114,7 +111,7 @@ def run_generation(objective: Objective, study: optuna.Study, k: int, callbacks:
     """Ask up to k trials, train them in stacks, tell them all; returns how many were asked.
 
     A generation lasts as long as its longest member, so unlike study.optimize (which lets the running trial
-    finish) members still training when the search's timeout (`deadline`, a time.perf_counter()) passes are
+    finish) members still training when the search's timeout (`deadline`, a time.time()) passes are
     stopped there and told PRUNED. When `stop` is set, the generation ends after the current epoch and the
     members still training are told FAIL (then KeyboardInterrupt is raised). Every asked trial sends heartbeats
     until it is told, so a worker killed mid-generation has its trials failed and retried by the others.
@@ -243,7 +240,9 @@ def replay_member(trial: optuna.trial.FrozenTrial, spec: Spec, data, tensors: Tr
     """Retrain a trial that was trained in a stack: alone, with its stack's batch order. Same curves up to float
     rounding when its dropout is 0 (the dropout draws of a stack depend on its size)."""
     mlp, tc = configs_from_params(params_of(trial), spec, data, metric, trial.user_attrs["seed"])
-    ((model, result),) = train_population([mlp], [tc], tensors, batch_seed=trial.user_attrs["population"]["batch_seed"])
+    member = Member(trial.number, mlp, tc, batch_seed=trial.user_attrs["population"]["batch_seed"])
+    (outcome,) = train_stack([member], tensors)
+    model, result = outcome.model.to(tensors.device), outcome.result
     out = predict(model, tensors.X_val).float().cpu().numpy() if result.best_epoch else None
     val_metrics = {} if out is None else score_all(data.task, data.y_val, out, data.target_mean, data.target_std)
     return TrialRun(model, mlp, tc, result, val_metrics)
@@ -255,11 +254,14 @@ def _train_stack(group: list, data, tensors: TrainData, deadline: float | None,
     mlps: list[MLPConfig] = [m for _, m, _ in group]
     tcs: list[TrainConfig] = [c for _, _, c in group]
 
-    def on_epoch(epoch: int, scores: dict[int, float]) -> set[int]:
-        return {m for m, value in scores.items() if _report(trials[m], epoch, value, stop)}
+    def on_epoch(reports) -> set[int]:
+        return {r.tag for r in reports if _report(trials[r.tag], r.epoch, r.val_score, stop)}
 
+    members = [Member(k, mlp, tc) for k, (mlp, tc) in enumerate(zip(mlps, tcs))]
+    outcomes = {o.tag: o for o in train_stack(members, tensors, on_epoch=on_epoch, deadline=deadline)}
     runs = []
-    for mlp, tc, (model, result) in zip(mlps, tcs, train_population(mlps, tcs, tensors, on_epoch, deadline=deadline)):
+    for k, (mlp, tc) in enumerate(zip(mlps, tcs)):
+        model, result = outcomes[k].model.to(tensors.device), outcomes[k].result
         val_metrics = {}
         if result.best_epoch:
             out = predict(model, tensors.X_val).float().cpu().numpy()

@@ -20,13 +20,13 @@ from sklearn.metrics import classification_report, confusion_matrix, roc_auc_sco
 from sklearn.model_selection import KFold, StratifiedKFold
 
 from automlp.data import PreparedData, TrainData, refit_preprocessing, to_tensors
+from automlp.engine import TrainConfig, predict
 from automlp.metrics import get_metric, score, softmax
 from automlp.model import MLPConfig, count_params
 from automlp.report import verdict as V
 from automlp.search import (TrialRun, configs_from_params, count_states, params_of, replay, run_config,
                             split_scores, trial_seed)
 from automlp.spec import Spec
-from automlp.train import TrainConfig, predict
 
 TOP_N = 5  # trials shown side by side
 MAX_POINTS = 5000  # scatter points kept in the predicted-vs-actual plot (a fixed-seed sample beyond that)
