@@ -20,10 +20,10 @@ from sklearn.metrics import classification_report, confusion_matrix, roc_auc_sco
 from sklearn.model_selection import KFold, StratifiedKFold
 
 from automlp.data import PreparedData, TrainData, refit_preprocessing, to_tensors
+from automlp.engine import TrainConfig, predict
 from automlp.metrics import get_metric, score, softmax
 from automlp.model import MLPConfig, count_params
 from automlp.report import verdict as V
-from automlp.search._engine_shim import TrainConfig, predict
 from automlp.search.space import configs_from_params, params_of, trial_seed
 from automlp.search.study import count_states
 from automlp.search.trial import TrialRecord, TrialRun, replay, run_config, split_scores

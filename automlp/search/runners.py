@@ -3,8 +3,9 @@
 One interface, `run(study, budget, stop, deadline, callbacks) -> interrupted`, one implementation: `StackRunner`
 keeps a stack of up to `size` trials training. size 1 is the sequential path (a stack of one, refilled with the
 next asked trial); a larger size is a population: when a member stops, its slot takes a new trial that
-`study.enqueue_trial` fixes to the stack's structural params (depth, activation, optimizer, batch_size,
-max_epochs); the sampler fills in the rest, and Optuna 5's TPE keeps concurrent asks apart with the constant liar.
+`study.enqueue_trial` fixes to the stack's structural params (depth, activation, optimizer, batch_size); the
+sampler fills in the rest, and Optuna 5's TPE keeps concurrent asks apart with the constant liar. Members share
+the stack's batch order (the fast case); each has its own epochs, schedule and stop.
 A trial that does not fit the stack (a retry of another worker's trial, lbfgs) waits in `pending` and starts the
 next stack; while one waits, freed slots are not refilled, so the stack drains.
 
@@ -29,7 +30,7 @@ from optuna.trial import TrialState
 
 from automlp.adapters import is_heartbeat_enabled, storage_of, trial_id
 from automlp.model import MLPConfig, count_params
-from automlp.search._engine_shim import Member, MemberOutcome, train_stack
+from automlp.engine import Member, MemberOutcome, train_stack
 from automlp.search.budget import TrialBudget
 from automlp.search.space import STRUCTURAL
 from automlp.search.trial import Reporter, TrialRecord, Trials
@@ -85,7 +86,7 @@ class _Session:
         self.asked: dict[int, optuna.Trial] = {}  # by trial number = member tag
         self.members: dict[int, Member] = {}
         self.pending: list[Member] = []
-        self.leader: Member | None = None
+        self.leader: Member | None = None  # the first member of the current stack
         self.reporter = Reporter()
 
     def loop(self) -> None:
@@ -143,19 +144,35 @@ class _Session:
         """The first member and those sharing its key make the stack; the others wait for the next one."""
         if not members:
             return []
-        lead = members[0]
-        key = self.trials.key(lead)
-        fits = [i == 0 or (key is not None and self.trials.key(m) == key) for i, m in enumerate(members)]
+        self.leader = members[0]
+        fits = [i == 0 or self._fits(m) for i, m in enumerate(members)]
         self.pending += [m for m, ok in zip(members, fits) if not ok]
-        self.leader = lead if key is not None and self.size > 1 else None
-        stack = [self._seat(m) for m, ok in zip(members, fits) if ok]
-        return stack
+        return [self._seat(m) for m, ok in zip(members, fits) if ok]
+
+    def _fits(self, member: Member) -> bool:
+        """A stack of one takes any next trial; a larger one only trials of its key (lbfgs: none)."""
+        if self.size == 1:
+            return True
+        key = self.trials.key(self.leader)
+        return key is not None and self.trials.key(member) == key
+
+    @property
+    def shared(self) -> bool:
+        """Whether members share the stack's batch order (a stack of several; its first member's seed)."""
+        return self.size > 1 and self.trials.key(self.leader) is not None
 
     def _seat(self, member: Member) -> Member:
-        if self.leader is not None:
-            member = self.trials.in_stack(member, self.leader)
+        """Alone (a stack of one, or lbfgs), a member draws its own seed's batches, as replay will; in a stack,
+        the shared order: the fast case, one batch for all members."""
+        if not self.shared:
+            member = self.trials.alone(member)
         self.members[member.tag] = member
         return member
+
+    def _population(self) -> dict | None:
+        if not self.shared:
+            return None
+        return {"size": self.size, "batch_seed": self.trials.stack_seed(self.leader)}
 
     def _structural(self, trial: optuna.Trial) -> dict:
         return {name: trial.params[name] for name in STRUCTURAL if name in trial.params}
@@ -165,26 +182,25 @@ class _Session:
     def _done(self, outcome: MemberOutcome) -> Member | None:
         """on_done: tell the member's trial, then fill its slot with a new trial of the same key, if any."""
         trial, member = self.asked[outcome.tag], self.members.pop(outcome.tag)
-        frozen = self.trials.tell(self.study, trial, member, outcome, self.size)
+        frozen = self.trials.tell(self.study, trial, member, outcome, self._population())
         self._forget(outcome.tag)
         for cb in self.callbacks:
             cb(self.study, frozen)
-        return self._refill(trial, member)
+        return self._refill(trial)
 
-    def _refill(self, finished: optuna.Trial, member: Member) -> Member | None:
+    def _refill(self, finished: optuna.Trial) -> Member | None:
         past = self.deadline is not None and time.time() >= self.deadline
         if self.stop.is_set() or past or self.pending:
             return None
-        key = self.trials.key(member)
         with self.budget.local_lock() as release:
             if self.budget.room(self.study) <= 0:
                 return None
-            trial = self._ask(self._structural(finished) if self.leader is not None else None)
+            trial = self._ask(self._structural(finished) if self.shared else None)
             release()
         new = self._admit(trial)
         if new is None:
             return None
-        if key is None or self.trials.key(new) != key:
+        if not self._fits(new):
             self.pending.append(new)  # it starts the next stack
             return None
         return self._seat(new)

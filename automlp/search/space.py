@@ -11,11 +11,11 @@ import optuna
 from automlp.data import PreparedData
 from automlp.errors import SpecError
 from automlp.model import MLPConfig
-from automlp.search._engine_shim import TrainConfig
+from automlp.engine import TrainConfig
 from automlp.spec import Param, Spec
 
 # the params a stack's members share (their trials must agree on them; the rest is each member's own)
-STRUCTURAL = ("depth", "activation", "optimizer", "batch_size", "max_epochs")
+STRUCTURAL = ("depth", "activation", "optimizer", "batch_size")  # automlp.engine.stack_key's params
 MAX_LAYERS = 64  # more width_i than any spec allows
 
 

@@ -19,7 +19,7 @@ from optuna.trial import TrialState
 from automlp.data import PreparedData, TrainData
 from automlp.metrics import score_all
 from automlp.model import MLPConfig, build_mlp, count_params
-from automlp.search._engine_shim import (EpochReport, Member, MemberOutcome, TrainConfig, TrainResult, predict,
+from automlp.engine import (EpochReport, Member, MemberOutcome, TrainConfig, TrainResult, predict,
                                          stack_key, train_stack)  # fmt: skip
 from automlp.search.space import configs_from_params, params_of, suggest_params, trial_seed
 from automlp.spec import Spec
@@ -137,14 +137,16 @@ def run_config(mlp: MLPConfig, tc: TrainConfig, data: PreparedData, tensors: Tra
 
     [outcome] = train_stack([Member(0, mlp, tc, batch_seed=batch_seed)], tensors,
                             on_epoch=each if on_epoch is not None else None)
-    return TrialRun(outcome.model, mlp, tc, outcome.result,
-                    val_metrics_of(outcome.model, outcome.result, data, tensors))
+    model = outcome.model.to(tensors.device)  # the engine hands models back on the host
+    return TrialRun(model, mlp, tc, outcome.result, val_metrics_of(model, outcome.result, data, tensors))
 
 
 def replay(trial: optuna.trial.FrozenTrial, spec: Spec, data: PreparedData, tensors: TrainData,
            metric: str) -> TrialRun:
-    """Retrain a finished trial from its params, seed and batch order (same curves on CPU; a stack member's up
-    to float rounding, and only without dropout, whose draws depend on the stack)."""
+    """Retrain a finished trial from its params, seed and batch order: the same curves on CPU for a trial trained
+    alone; for a stack member, up to float rounding and without dropout (its draws depend on the stack) when it
+    started with the stack; a member that refilled a slot saw the shared order from the middle, and its replay
+    draws that order from the start (same configuration, other batches)."""
     record = TrialRecord.read(trial)
     seed = record.seed if record.trained else trial_seed(spec.study.seed, trial.number)
     mlp, tc = configs_from_params(params_of(trial), spec, data, metric, seed)
@@ -226,16 +228,19 @@ class Trials:
         return stack_key(member.net, member.config)
 
     @staticmethod
-    def in_stack(member: Member, leader: Member) -> Member:
-        """The member as it trains in the leader's stack: with the stack's batch order (the leader's seed)."""
-        return dataclasses.replace(member, batch_seed=leader.config.seed)
+    def stack_seed(leader: Member) -> int:
+        """The seed of a stack's shared batch order: its first member's (the engine's rule)."""
+        return leader.config.seed
+
+    @staticmethod
+    def alone(member: Member) -> Member:
+        """The member with its own batch order (its seed's, as trained alone), not the stack's shared one."""
+        return dataclasses.replace(member, batch_seed=member.config.seed)
 
     def tell(self, study: optuna.Study, trial: optuna.Trial, member: Member, outcome: MemberOutcome,
-             size: int) -> optuna.trial.FrozenTrial:
+             population: dict | None) -> optuna.trial.FrozenTrial:
         """Record the outcome and tell it: an interrupted trial is FAIL, a pruned or diverged one PRUNED."""
-        run = TrialRun(outcome.model, member.net, member.config, outcome.result,
-                       val_metrics_of(outcome.model, outcome.result, self.data, self.tensors))
-        population = None if member.batch_seed is None else {"size": size, "batch_seed": member.batch_seed}
+        run = self.run_of(member, outcome)
         TrialRecord.of_run(run, population).write(trial)
         r = run.result
         if r.stop_reason == "interrupted":
@@ -244,6 +249,11 @@ class Trials:
             return study.tell(trial, state=TrialState.PRUNED)
         self.keeper.offer(trial.number, run)
         return study.tell(trial, r.best_val_score)
+
+    def run_of(self, member: Member, outcome: MemberOutcome) -> TrialRun:
+        model = outcome.model.to(self.tensors.device)  # the engine hands models back on the host
+        return TrialRun(model, member.net, member.config, outcome.result,
+                        val_metrics_of(model, outcome.result, self.data, self.tensors))
 
     def best_run(self, trial: optuna.trial.FrozenTrial) -> TrialRun | None:
         """The kept model of `trial` (the study's best) as a TrialRun, or None when another process trained it."""
