@@ -7,6 +7,8 @@ may use it.
 
 from __future__ import annotations
 
+import functools
+
 import optuna
 
 # Optuna's heartbeat interface: the optimize loop and fail_stale_trials call these methods on a storage. The
@@ -25,6 +27,7 @@ STALE_TRIAL_IDS = "_get_stale_trial_ids"
 
 
 
+@functools.cache  # called in the per-member update loop
 def fused_steps() -> dict:
     """Torch's single-pass fused optimizer steps (what Adam(fused=True) and SGD(fused=True) call), used by the
     hand-written training kernels to update a flat parameter tensor without building an optimizer per step."""

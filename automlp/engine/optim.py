@@ -21,6 +21,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from automlp.adapters import fused_steps
 from automlp.engine.config import TrainConfig
 from automlp.registry import STACKABLE_OPTIMIZERS
 
@@ -175,12 +176,12 @@ class StackedOptimizer:
             lr = h["lr"][k] * scale
             if self.family == "sgd":
                 bufs = [rows[2][k]] if h["momentum"][k] != 0.0 else []
-                torch._fused_sgd_([rows[0][k]], [rows[1][k]], bufs, weight_decay=0.0, momentum=h["momentum"][k],
+                fused_steps()["sgd"]([rows[0][k]], [rows[1][k]], bufs, weight_decay=0.0, momentum=h["momentum"][k],
                                   lr=lr, dampening=0.0, nesterov=bool(h["nesterov"][k]), maximize=False,
                                   is_first_step=False)  # fmt: skip
                 continue
             rows[-1][k].add_(1.0)  # the fused kernels read the step count; torch.optim increments it first
-            kernel = torch._fused_adamw_ if self.family == "adamw" else torch._fused_adam_
+            kernel = fused_steps()[self.family]  # adam | adamw
             kernel([rows[0][k]], [rows[1][k]], [rows[2][k]], [rows[3][k]], [], [rows[-1][k]], lr=lr,
                    beta1=h["beta1"][k], beta2=h["beta2"][k], weight_decay=0.0, eps=self.eps,
                    amsgrad=False, maximize=False)  # fmt: skip
