@@ -19,12 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import PydanticCustomError
 
 from automlp.errors import SpecError
+from automlp.registry import ACTIVATION_ALIASES, ACTIVATIONS, LR_SCHEDULES, OPTIMIZER_ALIASES, OPTIMIZERS  # noqa: F401
 
-ACTIVATIONS = ("identity", "logistic", "tanh", "relu", "leaky_relu", "gelu", "silu")
-ACTIVATION_ALIASES = {"sigmoid": "logistic", "linear": "identity", "swish": "silu"}
-OPTIMIZERS = ("adam", "adamw", "sgd", "lbfgs")
-OPTIMIZER_ALIASES = {"lbfgs": "lbfgs", "l-bfgs": "lbfgs"}
-LR_SCHEDULES = ("constant", "invscaling", "adaptive", "cosine")
 CLASSIFICATION_METRICS = ("accuracy", "balanced_accuracy", "f1_macro", "roc_auc", "log_loss")
 REGRESSION_METRICS = ("rmse", "mae", "r2")
 METRIC_DIRECTIONS = {

@@ -26,6 +26,7 @@ import yaml
 from automlp.data import to_tensors
 from automlp.final import build_final
 from automlp.metrics import get_metric
+from automlp.report.summary import summarize
 from automlp.search import run_search
 from automlp.spec import validate_spec_dict
 
@@ -76,6 +77,7 @@ def one(name: str, seed: int, root: Path) -> dict:
     spec = validate_spec_dict(d)
     t0 = time.perf_counter()
     outcome = run_search(spec)
+    summarize(outcome, spec)
     row = {"set": name, "seed": seed, "metric": outcome.metric, "search_s": round(time.perf_counter() - t0, 1)}
     b = outcome.summary["best"]
     row |= {"best_val": b["value"], "best_test": b["scores"]["test"][outcome.metric]}

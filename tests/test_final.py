@@ -19,7 +19,9 @@ from automlp.ensemble import blend, select_ensemble
 from automlp.export.write import export_search
 from automlp.heldout import load_predictions, predictions_path, rank_trials
 from automlp.metrics import score, score_all
-from automlp.search import replay, run_search
+from automlp.report.summary import summarize
+from automlp.search import run_search
+from automlp.search.trial import replay
 from automlp.spec import validate_spec_dict
 from conftest import write_spec
 
@@ -38,6 +40,7 @@ def _spec(tmp_path, final: str, dataset: str = "sklearn:wine", n_trials: int = 6
 def _search(tmp_path, final: str, **kw):
     spec = validate_spec_dict(_spec(tmp_path, final, **kw))
     outcome = run_search(spec)
+    summarize(outcome, spec)
     return spec, outcome, export_search(outcome, spec)
 
 
