@@ -110,33 +110,31 @@ def select_ensemble(outputs: Sequence[np.ndarray], y: np.ndarray, metric: str, n
                          f"{sorted({s.shape for s in space})}")
     sign = 1.0 if m.direction == "maximize" else -1.0
 
-    def key(avg: np.ndarray) -> tuple[float, float]:
+    def key(avg: np.ndarray) -> tuple[tuple[float, float], float]:
+        """((primary, tie-breaker), score): bigger is better in both places; NaN (roc_auc without both classes)
+        is the worst. Rounded to 12 digits, so float rounding (a mean of k copies vs one) decides no tie."""
         s = score(metric, y, _from_blend_space(avg, classification), target_mean, target_std)
-        # bigger is better in both places; NaN (e.g. roc_auc without both classes) is the worst. Rounded to 12
-        # digits, so that float rounding (mean of k copies vs one) does not decide a tie
         primary = sign * s if not math.isnan(s) else -math.inf
-        return _round12(primary), _round12(-_loss(avg, y, classification))
+        return (_round12(primary), _round12(-_loss(avg, y, classification))), s
 
     total = np.zeros_like(space[0])
-    counts = [0] * len(space)
-    picks, keys = [], []
+    picks, keys, scores = [], [], []
     for r in range(1, n_rounds + 1):
-        best_i, best_key = 0, None
+        best_i, best = 0, None
         for i, s in enumerate(space):
             k = key((total + s) / r)
-            if best_key is None or k > best_key:  # strict: the lower index keeps a tie
-                best_i, best_key = i, k
+            if best is None or k[0] > best[0]:  # strict: the lower index keeps a tie
+                best_i, best = i, k
         total += space[best_i]
-        counts[best_i] += 1
         picks.append(best_i)
-        keys.append(best_key)
+        keys.append(best[0])
+        scores.append(best[1])
     kept = max(range(n_rounds), key=lambda i: (keys[i], -i)) + 1  # the earlier round keeps a tie
-    final = [0] * len(space)
+    counts = [0] * len(space)
     for i in picks[:kept]:
-        final[i] += 1
-    trajectory = tuple(sign * k[0] for k in keys)
-    return EnsembleSelection(weights=tuple(c / kept for c in final), counts=tuple(final), n_rounds=kept,
-                             trajectory=trajectory, score=trajectory[kept - 1], best_single=picks[0])
+        counts[i] += 1
+    return EnsembleSelection(weights=tuple(c / kept for c in counts), counts=tuple(counts), n_rounds=kept,
+                             trajectory=tuple(scores), score=scores[kept - 1], best_single=picks[0])
 
 
 class EnsembleNet(nn.Module):
