@@ -251,7 +251,7 @@ def report(
 
 
 def _export_best(outcome, spec) -> None:
-    from automlp.export.write import export_search
+    from automlp.export.final import export_search
 
     folder = export_search(outcome, spec)
     if folder is None:

@@ -24,7 +24,7 @@ import torch
 import yaml
 
 from automlp.data import to_tensors
-from automlp.final import build_final
+from automlp.search.final import build_final
 from automlp.metrics import get_metric
 from automlp.report.summary import summarize
 from automlp.search import run_search

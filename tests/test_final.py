@@ -16,7 +16,7 @@ import automlp
 from automlp.cli import app
 from automlp.data import to_tensors
 from automlp.ensemble import blend, select_ensemble
-from automlp.export.write import export_search
+from automlp.export.final import export_search
 from automlp.heldout import load_predictions, predictions_path, rank_trials
 from automlp.metrics import score, score_all
 from automlp.report.summary import summarize

@@ -13,8 +13,8 @@ ROOT = Path(automlp.__file__).parent
 RANKS = {
     "automlp.errors": 0, "automlp.adapters": 0, "automlp.registry": 0,
     "automlp.spec": 1, "automlp.metrics": 1,
-    "automlp.data": 2, "automlp.storage": 2,
-    "automlp.model": 3, "automlp.engine": 4,
+    "automlp.data": 2, "automlp.storage": 2, "automlp.folds": 2, "automlp.heldout": 2,
+    "automlp.model": 3, "automlp.ensemble": 3, "automlp.engine": 4,
     "automlp.search": 5,
     "automlp.report": 6, "automlp.export": 6, "automlp.workers": 6,
     "automlp.cli": 7, "automlp.__main__": 7,

@@ -13,7 +13,7 @@ import torch
 import automlp
 from automlp.data import prepare_data, to_tensors
 from automlp.engine import Member, TrainConfig
-from automlp.export.write import export_search
+from automlp.export.final import export_search
 from automlp.heldout import load_predictions, rank_trials
 from automlp.metrics import score
 from automlp.model import MLPConfig

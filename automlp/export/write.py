@@ -27,7 +27,7 @@ from optuna.trial import TrialState
 import automlp
 from automlp.data import PreparedData, prepare_data, resolve_device, to_tensors
 from automlp.errors import ExportError
-from automlp.final import refit_run
+from automlp.search.final import refit_run
 from automlp.heldout import rank_trials
 from automlp.export.load import sha256
 from automlp.export.preprocess import FORMAT, PANDAS_NA_STRINGS, VERSION, FeatureTransform, dtype_kind
@@ -237,23 +237,6 @@ def trial_info(trial: optuna.trial.FrozenTrial, run: TrialRun) -> dict:
     return {"number": trial.number, "value": trial.value, "params": trial.params,
             "seed": TrialRecord.read(trial).seed, "best_epoch": r.best_epoch, "n_epochs": r.n_epochs,
             "stop_reason": r.stop_reason}
-
-
-def export_search(outcome, spec: Spec) -> Path | None:
-    """The model folder of a finished `run_search` (`SearchOutcome`): the model it ships (`study.final`),
-    as built at the end of the search (no retraining here)."""
-    final = outcome.final
-    if outcome.best_run is None or final is None:
-        return None
-    out = spec.study_dir / "model"
-    if final.run is None:  # bag, ensemble: one folder, one blended network
-        from automlp.export.ensemble import write_ensemble
-
-        return write_ensemble(out, final.members, final.data, spec, kind=final.kind, scores=final.scores,
-                              metric=outcome.metric, details=final.info, rows=outcome.data.sizes())
-    info = trial_info(rank_trials(outcome.study)[0], outcome.best_run) | {"final": final.kind}
-    return write_model(out, final.run, final.data, spec, trial=info, scores=final.scores, metric=outcome.metric,
-                       refit=final.refit)
 
 
 def spec_from_study_dir(folder: Path) -> Spec:

@@ -49,7 +49,7 @@ class SearchOutcome:
     wall_s: float = 0.0
     device: torch.device = torch.device("cpu")
     summary: dict | None = None
-    final: object | None = None  # automlp.final.FinalModel: what the search ships (study.final)
+    final: object | None = None  # automlp.search.final.FinalModel: what the search ships (study.final)
 
 
 def set_threads(spec: Spec) -> int:
@@ -131,7 +131,7 @@ def run_search(spec: Spec, progress: Callable[[Progress], None] | None = None,
     if interrupted:
         notes.append("interrupted: the running trials were marked FAIL; run the same command to resume")
     best_run = score_best(study, spec, trials)
-    from automlp.final import build_final  # the final-model step builds on this package
+    from automlp.search.final import build_final  # it builds on the rest of this package
 
     final = build_final(spec, study, data, tensors, metric, best_run)
     return SearchOutcome(study, data, metric, best_run, notes, interrupted, time.perf_counter() - start, device,
