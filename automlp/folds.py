@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from automlp.data import PreparedData, as_categories, refit_preprocessing
+from automlp.errors import DataError
 
 # `study.validation: auto` uses k-fold when train + validation has fewer rows than this: below it a holdout
 # validation split is small and noisy enough for the search to select lucky splits (the report's k-fold
@@ -45,7 +46,8 @@ def fold_indices(y: np.ndarray, task: str, n_folds: int, seed: int) -> list[tupl
     from sklearn.model_selection import KFold, StratifiedKFold
 
     if n_folds < 2 or n_folds > len(y):
-        raise ValueError(f"k-fold needs 2 <= folds <= rows; got folds={n_folds} for {len(y)} rows")
+        raise DataError(f"study.folds: {n_folds} folds need at least {max(n_folds, 2)} train+validation rows and "
+                        f"at least 2 folds; got {len(y)} rows: lower study.folds, or use study.validation: holdout")
     y = np.asarray(y)
     stratify = False
     if task == "classification":

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from automlp.data import RawData, prepare_data
+from automlp.errors import DataError
 from automlp.folds import KFOLD_AUTO_MAX_ROWS, fold_indices, out_of_fold, prepare_folds, use_kfold
 from automlp.spec import DataSpec
 
@@ -55,8 +56,10 @@ def test_classification_folds_are_stratified_unless_a_class_is_too_small():
         assert list(np.bincount(y[va], minlength=3)) == [6, 2, 1]
     y_small = np.array([0] * 30 + [1] * 3)  # 3 rows cannot be spread over 5 folds: plain KFold
     assert len(fold_indices(y_small, "classification", 5, 0)) == 5
-    with pytest.raises(ValueError, match="2 <= folds <= rows"):
-        fold_indices(y_small, "classification", 1, 0)
+    with pytest.raises(DataError) as e:
+        fold_indices(y_small[:4], "classification", 5, 0)
+    assert str(e.value) == ("study.folds: 5 folds need at least 5 train+validation rows and at least 2 folds; got 4 "
+                            "rows: lower study.folds, or use study.validation: holdout")
 
 
 @pytest.mark.parametrize("task", ["classification", "regression"])

@@ -308,7 +308,7 @@ def export_study(spec: Spec, trial_number: int | None = None, refit: bool = Fals
     scores = split_scores(run, data, device)
     if refit:
         val_scores = scores["val"]
-        run, data, refit_info = refit_run(run, data, device)
+        run, data, refit_info = refit_run(run, data, device, TrialRecord.read(trial).best_epoch)
         scores = split_scores(run, data, device) | {"val": val_scores}
     target = out_dir or spec.study_dir / "model"
     path = write_model(target, run, data, spec, trial=info, scores=scores, metric=metric,
