@@ -148,3 +148,17 @@ def test_kfold_refit_trains_for_the_folds_mean_best_epoch(tmp_path):
     assert outcome.final.kind == "refit"
     assert outcome.final.refit["epochs"] == round(np.mean(best.user_attrs[FOLDS_ATTR]["best_epochs"]))
     assert outcome.final.run.result.n_epochs == outcome.final.refit["epochs"]
+
+
+def test_a_bag_is_the_same_when_built_again(wine):
+    """The exported fold models come from stored seeds and seeded folds: rebuilding gives the same weights."""
+    from automlp.search.final import bag_members
+
+    data, tensors, fs = wine
+    m = _member(fs, max_epochs=4)
+    first, shared, oof = bag_members(3, m.net, m.config, data, CPU, 3, seed=0)
+    again, _, oof2 = bag_members(3, m.net, m.config, data, CPU, 3, seed=0)
+    assert [(b.trial, b.fold, b.weight) for b in first] == [(3, k, 1 / 3) for k in range(3)]
+    for a, b in zip(first, again):
+        assert all(torch.equal(x, y) for x, y in zip(a.model.state_dict().values(), b.model.state_dict().values()))
+    assert np.array_equal(oof, oof2) and shared.n_features == data.n_features
