@@ -180,14 +180,14 @@ def test_the_trial_record_round_trips_through_the_user_attrs():
     record = TrialRecord(seed=7, n_params=99, widths=(8, 4), architecture="3 -> 8-4 relu -> 2", n_epochs=5,
                          best_epoch=3, stop_reason="early_stopping", train_time_s=0.25,
                          curves={"val_score": [0.5, 0.6, 0.7, 0.6, 0.6]}, val_metrics={"accuracy": 0.7},
-                         notes=("no improvement",), population={"size": 4, "batch_seed": 11})
+                         notes=("no improvement",), population={"size": 4, "batch_seed": 11}, best_val_loss=0.31)
     record.write(trial)
     study.tell(trial, 0.7)
     back = TrialRecord.read(study.trials[0])
     assert back == record and back.trained and back.batch_seed == 11
     assert set(study.trials[0].user_attrs) == {"seed", "n_params", "widths", "architecture", "n_epochs",
                                                "best_epoch", "stop_reason", "train_time_s", "curves",
-                                               "val_metrics", "notes", "population"}
+                                               "val_metrics", "notes", "population", "best_val_loss"}
     bare = study.ask()
     study.tell(bare, state=TrialState.FAIL)
     assert TrialRecord.read(study.trials[1]) == TrialRecord()

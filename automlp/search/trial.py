@@ -85,8 +85,9 @@ class TrialRecord:
     def write(self, trial: optuna.Trial) -> None:
         attrs = {SEED: self.seed, N_PARAMS: self.n_params, WIDTHS: list(self.widths), ARCHITECTURE: self.architecture,
                  N_EPOCHS: self.n_epochs, BEST_EPOCH: self.best_epoch, STOP_REASON: self.stop_reason,
-                 TRAIN_TIME_S: self.train_time_s, CURVES: self.curves, VAL_METRICS: self.val_metrics,
-                 BEST_VAL_LOSS: self.best_val_loss}
+                 TRAIN_TIME_S: self.train_time_s, CURVES: self.curves, VAL_METRICS: self.val_metrics}
+        if self.best_val_loss is not None:
+            attrs[BEST_VAL_LOSS] = self.best_val_loss
         if self.notes:
             attrs[NOTES] = list(self.notes)
         if self.population is not None:
