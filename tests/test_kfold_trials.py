@@ -162,3 +162,11 @@ def test_a_bag_is_the_same_when_built_again(wine):
     for a, b in zip(first, again):
         assert all(torch.equal(x, y) for x, y in zip(a.model.state_dict().values(), b.model.state_dict().values()))
     assert np.array_equal(oof, oof2) and shared.n_features == data.n_features
+
+
+def test_the_report_does_not_rescore_cross_validated_trials(tmp_path):
+    from automlp.report.collect import rescore_facts
+
+    facts = rescore_facts({}, [{"trial": 4}], _kfold_spec(tmp_path), 142, "maximize")
+    assert facts["done"] is False and facts["winner"] == 4
+    assert facts["why"] == "the trials were scored by 3-fold cross-validation (study.validation)"

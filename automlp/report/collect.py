@@ -22,6 +22,7 @@ from sklearn.model_selection import KFold, StratifiedKFold
 
 from automlp.data import PreparedData, TrainData, refit_preprocessing, to_tensors
 from automlp.engine import TrainConfig, predict
+from automlp.folds import use_kfold
 from automlp.heldout import rank_trials
 from automlp.metrics import get_metric, score, softmax
 from automlp.model import MLPConfig, count_params
@@ -269,7 +270,8 @@ def collect(study: optuna.Study, spec: Spec, data: PreparedData, tensors: TrainD
 
     t0 = time.perf_counter()
     n_fit = len(data.X_train) + len(data.X_val)
-    rescored = spec.report.rescore_top > 0 and n_fit < spec.report.rescore_max_rows
+    kfold = use_kfold(spec.study.validation, n_fit)  # the trials are cross-validated already
+    rescored = spec.report.rescore_top > 0 and n_fit < spec.report.rescore_max_rows and not kfold
     cv = rescore(order[:spec.report.rescore_top], spec, data, device, metric) if rescored else {}
     facts["timings"]["rescore_s"] = time.perf_counter() - t0
     facts["top"] = top_rows(order[:max(TOP_N, spec.report.rescore_top if rescored else 0)], cv)
@@ -292,7 +294,9 @@ def collect(study: optuna.Study, spec: Spec, data: PreparedData, tensors: TrainD
 def rescore_facts(cv: dict, top: list[dict], spec: Spec, n_fit: int, direction: str) -> dict:
     r = spec.report
     if not cv:
+        kfold = use_kfold(spec.study.validation, n_fit)
         why = ("report.rescore_top is 0" if r.rescore_top == 0 else
+               f"the trials were scored by {spec.study.folds}-fold cross-validation (study.validation)" if kfold else
                f"train+validation has {n_fit} rows (at least report.rescore_max_rows = {r.rescore_max_rows}), "
                "so its validation split is trusted as it is")
         return {"done": False, "why": why, "winner": top[0]["trial"], "folds": r.folds}
