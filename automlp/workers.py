@@ -17,7 +17,6 @@ Kept free of torch at import time: a spawned worker sets CUDA_VISIBLE_DEVICES an
 from __future__ import annotations
 
 import contextlib
-import logging
 import multiprocessing as mp
 import os
 import signal

@@ -191,3 +191,32 @@ def test_the_trial_record_round_trips_through_the_user_attrs():
     bare = study.ask()
     study.tell(bare, state=TrialState.FAIL)
     assert TrialRecord.read(study.trials[1]) == TrialRecord()
+
+
+def test_two_workers_of_one_machine_share_the_budget_without_a_deadlock(tmp_path):
+    """A worker waiting for room must not hold the machine-wide lock that the other's refills need."""
+    study = optuna.create_study(storage=optuna.storages.InMemoryStorage(),
+                                sampler=optuna.samplers.RandomSampler(seed=1))
+
+    class SlowEngine(FakeEngine):
+        def __call__(self, members, data, **kw):
+            on_done = kw["on_done"]
+
+            def later(outcome):
+                threading.Event().wait(0.02)  # members end while the other worker looks for room
+                return on_done(outcome)
+
+            return super().__call__(members, data, **(kw | {"on_done": later}))
+
+    def worker():
+        budget = TrialBudget(7, tmp_path / ".budget.lock", poll_s=0.01)
+        StackRunner(FakeTrials(), size=3, train=SlowEngine()).run(study, budget, threading.Event())
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert not any(t.is_alive() for t in threads), "a worker is stuck"
+    states = _states(study)
+    assert states.count(TrialState.COMPLETE) == 7 and TrialState.RUNNING not in states

@@ -127,18 +127,22 @@ class _Session:
         return None
 
     def _start(self) -> list[Member] | None:
-        """Wait for room in the budget, then ask the first members of a stack; None: no room will come."""
-        with self.budget.local_lock() as release:
-            k = min(self.size, self.budget.wait_for_room(self.study, self.stop, self.deadline))
-            if k <= 0:
-                return None
-            leader = self._ask()
-            first = self._admit(leader)
-            stackable = first is not None and self.size > 1 and self.trials.key(first) is not None
-            rest = [self._ask(self._structural(leader)) for _ in range(k - 1)] if stackable else []
-            release()  # the trials exist: other workers of this machine may check the budget
-        members = [first] + [self._admit(t) for t in rest]
-        return self._place([m for m in members if m is not None])
+        """Wait for room in the budget, then ask the first members of a stack; None: no room will come.
+        The machine-wide lock is held only to check and ask, never while waiting: a worker waiting for room
+        must not block another's refills, which are what frees it."""
+        while self.budget.wait_for_room(self.study, self.stop, self.deadline) > 0:
+            with self.budget.local_lock() as release:
+                k = min(self.size, self.budget.room(self.study))
+                if k <= 0:
+                    continue  # another worker of this machine took the room meanwhile
+                leader = self._ask()
+                first = self._admit(leader)
+                stackable = first is not None and self.size > 1 and self.trials.key(first) is not None
+                rest = [self._ask(self._structural(leader)) for _ in range(k - 1)] if stackable else []
+                release()  # the trials exist: other workers of this machine may check the budget
+            members = [first] + [self._admit(t) for t in rest]
+            return self._place([m for m in members if m is not None])
+        return None
 
     def _place(self, members: list[Member]) -> list[Member]:
         """The first member and those sharing its key make the stack; the others wait for the next one."""
