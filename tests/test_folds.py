@@ -127,3 +127,6 @@ def test_out_of_fold_outputs_return_to_row_order():
 def test_validation_auto_means_kfold_below_the_documented_row_count():
     assert use_kfold("auto", KFOLD_AUTO_MAX_ROWS - 1) and not use_kfold("auto", KFOLD_AUTO_MAX_ROWS)
     assert use_kfold("kfold", 10**6) and not use_kfold("holdout", 10)
+    from automlp.spec import StudySpec
+
+    assert f"fewer than {KFOLD_AUTO_MAX_ROWS} rows" in StudySpec.model_fields["validation"].description
