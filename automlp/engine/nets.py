@@ -150,22 +150,23 @@ class StackedMLP(nn.Module):
         rates[k] = config.dropout
         self.set_dropout(rates)
         sizes = [(max(a, c), max(b, d)) for (a, b), (c, d) in zip(self.layer_sizes, self._sizes([config.widths]))]
-        move = None
-        if sizes != self.layer_sizes:
-            old_sizes = self.layer_sizes
-
-            def move(old: torch.Tensor) -> torch.Tensor:
-                new = torch.zeros(old.shape[0], sum(i * o + o for i, o in sizes), device=old.device)
-                for src, dst in zip(self._views(old, old_sizes), self._views(new, sizes)):
-                    dst[:, : src.shape[1], : src.shape[2]].copy_(src)
-                return new
-
+        move = None if sizes == self.layer_sizes else self._mover(self.layer_sizes, sizes)
+        if move is not None:
             self.layer_sizes = sizes
-            self.flat, self.flat_grad = move(self.flat), torch.zeros(len(self.member_widths), self.n_params,
-                                                                     device=self.flat.device)
+            self.flat = move(self.flat)
+            self.flat_grad = torch.zeros_like(self.flat)
             self.weights, self.biases = self._make_views()
         self._masks = self._make_masks()
         self.load_member(k, model)
+        return move
+
+    def _mover(self, old_sizes: list[tuple[int, int]], sizes: list[tuple[int, int]]) -> Callable:
+        def move(old: torch.Tensor) -> torch.Tensor:
+            new = torch.zeros(old.shape[0], sum(i * o + o for i, o in sizes), device=old.device)
+            for src, dst in zip(self._views(old, old_sizes), self._views(new, sizes)):
+                dst[:, : src.shape[1], : src.shape[2]].copy_(src)
+            return new
+
         return move
 
     # ---- compute --------------------------------------------------------------------------------------------
