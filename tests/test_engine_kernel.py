@@ -31,6 +31,15 @@ D, K, TOL = 7, len(WIDTHS), 2e-5
 BATCHES = [16, 16, 16, 11, 16, 16]  # a short batch in the middle: a second set of work buffers
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # tensors of a few hundred floats: a second thread only adds hand-offs (seconds on a loaded machine)
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 class Oracle:
     """K plain nets, each with its own torch.optim optimizer."""
 

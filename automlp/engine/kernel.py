@@ -107,37 +107,39 @@ class StackKernel:
                    "dropout": _per_member(dropout, k, 0.0, "dropout")}  # fmt: skip
         self.active = [True] * k
         self._masks = self._make_masks(widths) if activation in _NONZERO_AT_ZERO and widths is not None else None
-        self._buffers: dict[tuple, dict] = {}
+        self._buffers: dict[int, dict] = {}
+        self._minus_one = torch.full((1, 1, 1), -1.0, device=self.device)
         self._rows = [self._member_rows(m) for m in range(k)] if self.fused else None
         self._refresh()
 
     # ------------------------------------------------------------------ layout
-    def _views(self, flat: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        k, off, weights = flat.shape[0], 0, []
-        for i, o in self.sizes:
-            weights.append(flat[:, off:off + i * o].view(k, i, o))
-            off += i * o
-        return weights, self._bias_views(flat[:, off:])
-
-    def _bias_views(self, block: torch.Tensor) -> list[torch.Tensor]:
-        out, off = [], 0
-        for _, o in self.sizes:
-            out.append(block[:, off:off + o])
-            off += o
-        return out
-
-    def _store(self) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor | None]:
-        """Zeroed gradient-shaped storage: per-layer weight blocks (K, in * out), the bias block (K, n_b), and
-        the (K, P) tensor they are views of (vectorised layout) or None (fused layout: separate blocks)."""
-        k = self.k
-        if self.fused:
-            blocks = [torch.zeros(k, i * o, device=self.device) for i, o in self.sizes]
-            return blocks, torch.zeros(k, self.flat.shape[1] - self.n_weights, device=self.device), None
-        full, off, blocks = torch.zeros_like(self.flat), 0, []
+    def _split(self, full: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """A (K, P) tensor's per-layer weight blocks (K, in * out) and its bias block (K, n_biases)."""
+        off, blocks = 0, []
         for i, o in self.sizes:
             blocks.append(full[:, off:off + i * o])
             off += i * o
-        return blocks, full[:, off:], full
+        return blocks, full[:, off:]
+
+    def _views(self, flat: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        blocks, biases = self._split(flat)
+        return [b.view(-1, i, o) for b, (i, o) in zip(blocks, self.sizes)], self._bias_views(biases)
+
+    def _bias_views(self, block: torch.Tensor) -> list[torch.Tensor]:
+        offs = [0]
+        for _, o in self.sizes:
+            offs.append(offs[-1] + o)
+        return [block[:, lo:hi] for lo, hi in zip(offs[:-1], offs[1:])]
+
+    def _store(self) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor | None]:
+        """Zeroed gradient-shaped storage: (weight blocks, bias block, the (K, P) tensor they are views of); with
+        the fused update every block is a tensor of its own, contiguous (K, in * out), and the third is None."""
+        if not self.fused:
+            full = torch.zeros_like(self.flat)
+            return (*self._split(full), full)
+        k, n_b = self.k, self.flat.shape[1] - self.n_weights
+        blocks = [torch.zeros(k, i * o, device=self.device) for i, o in self.sizes]
+        return blocks, torch.zeros(k, n_b, device=self.device), None
 
     def _member_rows(self, m: int) -> tuple[list, ...]:
         """Member m's slices for the fused kernels: (params, grads, *state), each [weight blocks..., biases]."""
@@ -267,7 +269,7 @@ class StackKernel:
             loss = ls.gather(1, idx).sum((1, 2)).mul_(-1.0 / b)
             if not grad:
                 return loss, None
-            g = ls.exp_().scatter_add_(1, idx, torch.full((1, 1, 1), -1.0, device=ls.device).expand(k, 1, b))
+            g = ls.exp_().scatter_add_(1, idx, self._minus_one.expand(k, 1, b))
             return loss, g.mul_(1.0 / b)
         t = y.view(b, 1) if y.dim() == 1 else y  # (B, n_out) or (K, B, n_out)
         diff = out_t.sub_(t.transpose(-1, -2))  # MSE over b * n_out elements: d/d out = 2 (out - y) / (b n_out)
