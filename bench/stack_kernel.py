@@ -170,7 +170,8 @@ def main() -> None:
     p.add_argument("--out", default=None)
     args = p.parse_args()
     result = run(args)
-    out = Path(args.out) if args.out else Path(__file__).parent / "results" / time.strftime("stack_kernel-%Y%m%d-%H%M%S.json")
+    stamp = time.strftime("stack_kernel-%Y%m%d-%H%M%S.json")
+    out = Path(args.out) if args.out else Path(__file__).parent / "results" / stamp
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
     print(f"\nwrote {out}")

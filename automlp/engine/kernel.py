@@ -13,16 +13,12 @@ checks it member by member. Narrower members are zero-padded to the widest: a pa
 out and a zero bias, so it outputs act(0) = 0, receives zero gradient and its weights stay zero. Only `logistic`
 (sigmoid(0) = 1/2) needs a mask after the activation.
 
-The update is torch's own fused single-pass kernel (`torch._fused_adam_` & co, what `Adam(fused=True)` runs) called
-once per member on that member's slices (per-member lr, betas and weight decay are plain floats there); or, with
-`fused=False`, ~10 tensor ops over the whole (K, P) stack with (K, 1) hyperparameter columns, whose kernel count
-does not grow with K (the form for GPUs). On a CPU the fused form wins: every extra pass over K x P floats costs
-about as much as a matrix product of the step (bench/stack_kernel.py measures both).
-
-Gradient layout. With the fused update, weight gradients live in one contiguous (K, in, out) block per layer (and
-the bias gradients in one (K, n_biases) block): a CPU `bmm` writing into a (K, in, out) view whose member stride is
-P takes 2-3x as long as into a contiguous block. The vectorised update needs one (K, P) gradient, so there the
-gradients are views of `grad`, the (K, P) buffer.
+The update is torch's own fused single-pass kernel (`torch._fused_adam_` & co, what `Adam(fused=True)` runs),
+once per member on its slices (per-member lr, betas, decay are plain floats there); or, with `fused=False`, ~10
+tensor ops over the whole (K, P) stack with (K, 1) hyperparameter columns (the form for GPUs: the kernel count does
+not grow with K). On a CPU the fused form wins by far (bench/stack_kernel.py). With it the weight gradients live in
+one contiguous (K, in * out) block per layer: a CPU `bmm` writing into a (K, in, out) view whose member stride is P
+takes 2-3x as long. The vectorised update reads one (K, P) gradient, `grad`, and the blocks are views of it.
 """
 
 from __future__ import annotations
@@ -35,8 +31,9 @@ from torch.nn import functional as F
 _aten = torch.ops.aten
 _SLOPE = 0.01  # nn.LeakyReLU()'s default slope, which the model registry uses
 
-# name -> (forward in place on the pre-activation?, forward(z, out), backward(g, a, z) into g)
-# In-place ones compute their derivative from the output a, so the pre-activation z need not be kept.
+
+# name -> (forward in place on the pre-activation?, forward(z, out), backward(g, a, z) into g), a = act(z).
+# In-place ones take their derivative from the output a, so the pre-activation z need not be kept.
 ACTIVATIONS = {
     "identity": (True, lambda z, out: z, lambda g, a, z: g),
     "relu": (True, lambda z, out: z.relu_(),
@@ -51,7 +48,7 @@ ACTIVATIONS = {
     "silu": (False, lambda z, out: _aten.silu.out(z, out=out),
              lambda g, a, z: _aten.silu_backward.grad_input(g, z, grad_input=g)),
 }  # fmt: skip
-OPTIMIZERS = ("adam", "adamw", "sgd")
+OPTIMIZERS, TASKS = ("adam", "adamw", "sgd"), ("classification", "regression")
 _NONZERO_AT_ZERO = {"logistic"}
 
 
@@ -71,18 +68,21 @@ class StackKernel:
     dropout. `generator` draws the dropout masks exactly as PopulationMLP does (one torch.rand per hidden layer).
     """
 
+    @staticmethod
+    def supports(activation: str, optimizer: str, flat: torch.Tensor) -> bool:
+        """Whether this kernel can train a plain-MLP stack (else the engine takes autograd)."""
+        return activation in ACTIVATIONS and optimizer in OPTIMIZERS and flat.dtype == torch.float32
+
     def __init__(self, flat: torch.Tensor, layer_sizes: Sequence[tuple[int, int]], activation: str, task: str,
                  optimizer: str, *, lr: Sequence[float], alpha: Sequence[float] | None = None,
                  betas: Sequence[tuple[float, float]] | None = None, momentum: Sequence[float] | None = None,
                  nesterov: Sequence[bool] | None = None, eps: float = 1e-8, dropout: Sequence[float] | None = None,
                  widths: Sequence[Sequence[int]] | None = None, fused: bool | None = None,
                  generator: torch.Generator | None = None) -> None:  # fmt: skip
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"StackKernel: unknown activation {activation!r}; choose from {sorted(ACTIVATIONS)}")
-        if optimizer not in OPTIMIZERS:
-            raise ValueError(f"StackKernel: optimizer must be one of {OPTIMIZERS}; got {optimizer!r}")
-        if task not in ("classification", "regression"):
-            raise ValueError(f"StackKernel: task must be 'classification' or 'regression'; got {task!r}")
+        for name, value, choices in (("activation", activation, ACTIVATIONS), ("task", task, TASKS),
+                                     ("optimizer", optimizer, OPTIMIZERS)):  # fmt: skip
+            if value not in choices:
+                raise ValueError(f"StackKernel: {name} must be one of {sorted(choices)}; got {value!r}")
         self.sizes = [(int(i), int(o)) for i, o in layer_sizes]
         k, n_params = flat.shape
         if n_params != sum(i * o + o for i, o in self.sizes):
@@ -100,13 +100,13 @@ class StackKernel:
         n_state = 1 if optimizer == "sgd" else 2
         self.state = [self._store() for _ in range(n_state)]  # same layout as the gradients
         self.steps = torch.zeros(k, device=self.device)  # the fused kernels read the step count from tensors
-        self.hp = {"lr": _per_member(lr, k, None, "lr"), "alpha": _per_member(alpha, k, 0.0, "alpha"),
-                   "betas": _per_member(betas, k, (0.9, 0.999), "betas"),
-                   "momentum": _per_member(momentum, k, 0.0, "momentum"),
-                   "nesterov": _per_member(nesterov, k, False, "nesterov"),
-                   "dropout": _per_member(dropout, k, 0.0, "dropout")}  # fmt: skip
+        given = {"lr": (lr, None), "alpha": (alpha, 0.0), "betas": (betas, (0.9, 0.999)),
+                 "momentum": (momentum, 0.0), "nesterov": (nesterov, False), "dropout": (dropout, 0.0)}  # fmt: skip
+        self.hp = {name: _per_member(v, k, default, name) for name, (v, default) in given.items()}
         self.active = [True] * k
-        self._masks = self._make_masks(widths) if activation in _NONZERO_AT_ZERO and widths is not None else None
+        full = tuple(o for _, o in self.sizes[:-1])
+        self.widths = [tuple(w) for w in _per_member(widths, k, full, "widths")]
+        self._masks = self._make_masks()
         self._buffers: dict[int, dict] = {}
         self._minus_one = torch.full((1, 1, 1), -1.0, device=self.device)
         self._rows = [self._member_rows(m) for m in range(k)] if self.fused else None
@@ -148,19 +148,15 @@ class StackKernel:
         states = [[b[m] for b in blocks] + [bias[m]] for blocks, bias, _ in self.state]
         return (p, g, *states)
 
-    def _make_masks(self, widths: Sequence[Sequence[int]]) -> list[torch.Tensor] | None:
-        widths = [tuple(w) for w in widths]
-        if len(widths) != self.k:
-            raise ValueError(f"StackKernel: widths needs one entry per member ({self.k}); got {len(widths)}")
+    def _make_masks(self) -> list[torch.Tensor] | None:
+        """Per hidden layer, (K, 1, width): 1 on a member's own units, 0 on its padding (logistic only)."""
         full = tuple(o for _, o in self.sizes[:-1])
-        if all(w == full for w in widths):
+        if self.activation not in _NONZERO_AT_ZERO or all(w == full for w in self.widths):
             return None
-        masks = []
-        for layer, (_, o) in enumerate(self.sizes[:-1]):
-            m = torch.zeros(self.k, 1, o, device=self.device)
-            for k, w in enumerate(widths):
-                m[k, 0, : w[layer]] = 1.0
-            masks.append(m)
+        masks = [torch.zeros(self.k, 1, o, device=self.device) for o in full]
+        for k, w in enumerate(self.widths):
+            for mask, units in zip(masks, w):
+                mask[k, 0, :units] = 1.0
         return masks
 
     # ------------------------------------------------------------------ hyperparameters and members
@@ -174,12 +170,17 @@ class StackKernel:
         self.active = [bool(a) for a in _per_member(active, self.k, True, "active")]
         self._refresh()
 
-    def set_member(self, m: int, **hp) -> None:
-        """New hyperparameters of member m (a refilled slot): any of lr, alpha, betas, momentum, nesterov, dropout."""
+    def set_member(self, m: int, widths: Sequence[int] | None = None, **hp) -> None:
+        """New hyperparameters of member m (a refilled slot): any of lr, alpha, betas, momentum, nesterov, dropout,
+        and its own hidden widths (its padding must be zero in `flat`)."""
         for name, value in hp.items():
             if name not in self.hp:
-                raise ValueError(f"StackKernel.set_member: unknown hyperparameter {name!r}; choose from {list(self.hp)}")
+                raise ValueError(f"StackKernel.set_member: unknown hyperparameter {name!r}; "
+                                 f"choose from {list(self.hp)}")  # fmt: skip
             self.hp[name][m] = value
+        if widths is not None:
+            self.widths[m] = tuple(widths)
+            self._masks = self._make_masks()
         self._refresh()
 
     @torch.no_grad()
@@ -210,7 +211,7 @@ class StackKernel:
         if b not in self._buffers:
             k, dev = self.k, self.device
             hidden = [o for _, o in self.sizes[:-1]]
-            new = lambda o: [torch.empty(k, b, w, device=dev) for w in hidden] if o else [None] * len(hidden)  # noqa: E731
+            new = lambda on: [torch.empty(k, b, w, device=dev) if on else None for w in hidden]  # noqa: E731
             inplace = ACTIVATIONS[self.activation][0]
             self._buffers[b] = {"z": new(True), "a": new(not inplace), "h": new(True), "g": new(True),
                                 "out": torch.empty(k, self.sizes[-1][1], b, device=dev)}  # fmt: skip
@@ -233,14 +234,13 @@ class StackKernel:
         return loss
 
     def _forward(self, x, bufs, train):
-        k, fwd_inplace = self.k, ACTIVATIONS[self.activation]
-        inplace, fwd, _ = fwd_inplace
+        k, (inplace, fwd, _) = self.k, ACTIVATIONS[self.activation]
         h = x.unsqueeze(0).expand(k, *x.shape) if x.dim() == 2 else x  # stride 0: the batch is not copied
         ins, acts, pres, noises = [h], [], [], []
         for layer in range(len(self.sizes) - 1):
             z = torch.baddbmm(self.B[layer].unsqueeze(1), h, self.W[layer],
                               out=bufs["z"][layer] if bufs else None)  # fmt: skip
-            a = fwd(z, bufs["a"][layer] if bufs else torch.empty_like(z))
+            a = fwd(z, bufs["a"][layer] if bufs else None if inplace else torch.empty_like(z))
             if self._masks is not None:
                 a.mul_(self._masks[layer])  # padded logistic units output 0, as their own (narrower) net has none
             h, noise = a, None
@@ -331,23 +331,21 @@ class StackKernel:
             kernel(p, g, state[0], state[1], [], [self.steps[m]] * len(p), lr=lr, beta1=float(b1), beta2=float(b2),
                    weight_decay=decay, eps=self.eps, amsgrad=False, maximize=False)  # fmt: skip
 
-    def _decay(self, p: torch.Tensor, g: torch.Tensor, c: dict) -> None:
-        """Weight decay of the weights slice, in torch's order: before the moments see the gradient."""
-        if not self._any_decay:
-            return
-        nw = self.n_weights
-        if self.optimizer == "adamw":
-            p[:, :nw].mul_(1.0 - c["lr"] * c["alpha"] * c["active"])
-        else:
-            g[:, :nw].addcmul_(p[:, :nw], c["alpha"])
-
-    def _adam(self) -> None:
+    def _prologue(self) -> tuple[torch.Tensor, torch.Tensor, dict, torch.Tensor]:
         p, g, c = self.flat, self.grad, self._cols
-        (m, v) = (s[2] for s in self.state)
         if not self._all_active:  # a stopped (maybe diverged) member's NaN gradient must not reach its state
             g.masked_fill_(c["active"] == 0, 0.0)
-        self._decay(p, g, c)
-        on = c["active"]
+        if self._any_decay:  # weight decay of the weights slice, in torch's order: before the moments see g
+            nw = self.n_weights
+            if self.optimizer == "adamw":
+                p[:, :nw].mul_(1.0 - c["lr"] * c["alpha"] * c["active"])
+            else:
+                g[:, :nw].addcmul_(p[:, :nw], c["alpha"])
+        return p, g, c, c["active"]
+
+    def _adam(self) -> None:
+        p, g, c, on = self._prologue()
+        (m, v) = (s[2] for s in self.state)
         beta1 = torch.where(on > 0, c["beta1"], 1.0)  # 1: a stopped member's moments stay as they are
         beta2 = torch.where(on > 0, c["beta2"], 1.0)
         m.lerp_(g, 1.0 - beta1)
@@ -361,11 +359,8 @@ class StackKernel:
         p.addcmul_(upd, -c["lr"] / bias1)
 
     def _sgd(self) -> None:
-        p, g, c, buf = self.flat, self.grad, self._cols, self.state[0][2]
-        if not self._all_active:
-            g.masked_fill_(c["active"] == 0, 0.0)
-        self._decay(p, g, c)
-        on = c["active"]
+        p, g, c, on = self._prologue()
+        buf = self.state[0][2]
         buf.mul_(torch.where(on > 0, c["momentum"], 1.0)).add_(g)  # g is 0 for a stopped member
         d = torch.addcmul(buf * (1.0 - c["nesterov"]), g + c["momentum"] * buf, c["nesterov"])
         if not self._all_active:
