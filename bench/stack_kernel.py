@@ -168,7 +168,12 @@ def main() -> None:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--out", default=None)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     args = p.parse_args()
+    if args.threads:
+        # On a machine shared with other busy processes two OpenMP threads can be 10x slower than one (measured
+        # here: a 3x512 epoch 21 s with 2 threads, 1.9 s with 1, load average 20 on 2 cores).
+        torch.set_num_threads(args.threads)
     result = run(args)
     stamp = time.strftime("stack_kernel-%Y%m%d-%H%M%S.json")
     out = Path(args.out) if args.out else Path(__file__).parent / "results" / stamp

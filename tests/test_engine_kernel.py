@@ -175,6 +175,20 @@ def test_a_stopped_member_does_not_move_and_a_reset_slot_trains_afresh(fused):
     torch.testing.assert_close(kernel.flat[1], fresh.flat(sizes)[1], atol=TOL, rtol=0)
 
 
+def test_a_refilled_slot_takes_the_new_members_widths_and_hyperparameters():
+    kernel, _, sizes = _run("logistic", "classification", "adam", False, True, steps=[16], dropout=[0.0] * K)
+    fresh = Oracle("logistic", "classification", "adam", 3, seed=50)  # its member 3 goes into slot 0
+    with torch.no_grad():
+        kernel.flat[0] = fresh.flat(sizes)[3]
+    kernel.set_member(0, widths=WIDTHS[3], lr=LR[3], alpha=ALPHA[3], betas=BETAS[3])
+    kernel.reset_member(0)
+    gen = torch.Generator().manual_seed(6)
+    for _ in range(3):
+        x, y = _batch("classification", 16, False, 3, gen)
+        assert kernel.step(x, y)[0].item() == pytest.approx(fresh.step(3, x, y, [None, None]), abs=TOL)
+    torch.testing.assert_close(kernel.flat[0], fresh.flat(sizes)[3], atol=TOL, rtol=0)
+
+
 @pytest.mark.parametrize("fused", [True, False], ids=["fused", "vectorised"])
 def test_the_oracle_catches_a_wrong_beta(fused):
     wrong = [BETAS[0], BETAS[1], (0.9, 0.999), BETAS[3]]
