@@ -28,9 +28,7 @@ from sklearn.datasets import load_digits, make_classification
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from automlp.engine.kernel import StackKernel  # noqa: E402
-from automlp.population.loop import LoopConfig, StackTrainer  # noqa: E402
-from automlp.population.optim import StackedOptimizer  # noqa: E402
-from automlp.population.stack import PopulationMLP  # noqa: E402
+from automlp.engine.nets import StackedMLP  # noqa: E402
 
 BATCH = 128
 
@@ -51,7 +49,7 @@ def round_robin(contestants: dict, reps: int, min_s: float) -> dict[str, float]:
 
 
 def _stack(k, n_in, n_out, widths):
-    net = PopulationMLP(n_in, n_out, [widths] * k, "relu")
+    net = StackedMLP(n_in, n_out, [widths] * k, "relu")
     for i in range(k):
         net.init_member(i, seed=i)
     return net, torch.logspace(-4, -2, k).tolist()
@@ -60,8 +58,8 @@ def _stack(k, n_in, n_out, widths):
 def sequential_fn(X, y, n_out, widths, epochs=1):
     """automlp's sequential trainer, `epochs` per call (its validation pass on a fifth of the rows)."""
     from automlp.data import TrainData
+    from automlp.engine import TrainConfig, train
     from automlp.model import MLPConfig, build_mlp
-    from automlp.train import TrainConfig, train
 
     n_val = max(1, X.shape[0] // 5)
     data = TrainData(X, y, X[:n_val], y[:n_val], "classification", n_out, X.device)
@@ -72,17 +70,22 @@ def sequential_fn(X, y, n_out, widths, epochs=1):
 
 
 def autograd_fn(k, X, y, n_out, widths):
-    net, lrs = _stack(k, X.shape[1], n_out, widths)
-    opt = StackedOptimizer(net.flat, net.flat_grad, "adam", lr=lrs, alpha=[1e-4] * k, n_decay=net.n_weights)
-    trainer = StackTrainer(net, opt, LoopConfig(batch_size=BATCH, max_epochs=1, task="classification",
-                                                score_fn=lambda out: 0.0))  # fmt: skip
-    gen = torch.Generator().manual_seed(0)
-    opt.set_lr_scale(trainer.active.float())
+    from automlp.data import TrainData
+    from automlp.engine import TrainConfig
+    from automlp.engine.stack import StackStepper
+    from automlp.model import MLPConfig
 
-    def run():  # what StackTrainer.fit does around an epoch: subnormals flushed
+    lrs = torch.logspace(-4, -2, k).tolist()
+    n_val = max(1, X.shape[0] // 5)
+    data = TrainData(X, y, X[:n_val], y[:n_val], "classification", n_out, X.device)
+    configs = [TrainConfig(lr=lr, alpha=1e-4, batch_size=BATCH, seed=i) for i, lr in enumerate(lrs)]
+    stepper = StackStepper([MLPConfig(X.shape[1], n_out, widths, "relu")] * k, configs, [data] * k, data, 1)
+    gen = torch.Generator().manual_seed(0)
+
+    def run():  # what train_stack does around an epoch: subnormals flushed
         torch.set_flush_denormal(True)
-        trainer._train_epoch(X, y, gen)
-        trainer.evaluate(X[: X.shape[0] // 5], y[: X.shape[0] // 5])
+        stepper.train_epoch([torch.randperm(X.shape[0], generator=gen)] * k)
+        stepper.evaluate()
         torch.set_flush_denormal(False)
 
     return run

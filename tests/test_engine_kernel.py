@@ -18,7 +18,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from automlp.engine.kernel import ACTIVATIONS, StackKernel
-from automlp.model import ACTIVATIONS as MODULES
+from automlp.engine.activations import ACTIVATIONS as REGISTRY
 
 WIDTHS = [(12, 8), (9, 8), (12, 5), (4, 3)]  # member 0 is the widest; the others are padded to (12, 8)
 LR = [5e-3, 1e-2, 2e-3, 3e-2]
@@ -44,7 +44,7 @@ class Oracle:
     """K plain nets, each with its own torch.optim optimizer."""
 
     def __init__(self, activation, task, optimizer, n_out, seed=0, betas=BETAS):
-        self.act, self.task = MODULES[activation](), task
+        self.act, self.task = REGISTRY[activation].module(), task
         self.nets, self.opts = [], []
         for k, w in enumerate(WIDTHS):
             torch.manual_seed(seed + k)
@@ -146,7 +146,7 @@ def test_every_activation_matches_autograd(activation, task):
 
 
 def test_every_registered_activation_is_in_the_kernel():
-    assert set(ACTIVATIONS) == set(MODULES)
+    assert set(ACTIVATIONS) == set(REGISTRY)
 
 
 @pytest.mark.parametrize("fused", [True, False], ids=["fused", "vectorised"])

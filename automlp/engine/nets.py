@@ -12,6 +12,7 @@ output depends only on member k's slices. `member(k)` is the plain `build_mlp` n
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable, Sequence
 
@@ -112,6 +113,20 @@ class StackedMLP(nn.Module):
     def member_shapes(self, k: int) -> list[tuple[int, int]]:
         sizes = [self.n_inputs, *self.member_widths[k], self.n_outputs]
         return list(zip(sizes[:-1], sizes[1:]))
+
+    @torch.no_grad()
+    def init_member(self, k: int, seed: int) -> None:
+        """nn.Linear's default init (kaiming-uniform a=sqrt(5), bias U(+-1/sqrt(fan_in))) on the member's own widths,
+        drawn in nn.Linear's order from a generator seeded with `seed`: the weights `build_mlp` gives after
+        `torch.manual_seed(seed)`, without building the module."""
+        gen = torch.Generator().manual_seed(seed)
+        self.flat[k].zero_()
+        for (n_in, n_out), W, B in zip(self.member_shapes(k), self.weights, self.biases):
+            w = torch.empty(n_out, n_in)
+            nn.init.kaiming_uniform_(w, a=math.sqrt(5), generator=gen)
+            bound = 1.0 / math.sqrt(n_in)
+            W[k, :n_in, :n_out].copy_(w.T)
+            B[k, 0, :n_out].copy_(torch.empty(n_out).uniform_(-bound, bound, generator=gen))
 
     @torch.no_grad()
     def load_member(self, k: int, model: nn.Module) -> None:
