@@ -31,6 +31,8 @@ from collections.abc import Sequence
 import torch
 from torch.nn import functional as F
 
+from automlp.adapters import fused_steps
+
 _aten = torch.ops.aten
 _SLOPE = 0.01  # nn.LeakyReLU()'s default slope, which the model registry uses
 
@@ -325,11 +327,11 @@ class StackKernel:
             p, g, *state = [r[part] for r in rows]
             if self.optimizer == "sgd":
                 mu = float(h["momentum"][m])
-                torch._fused_sgd_(p, g, state[0] if mu else [], weight_decay=decay, momentum=mu, lr=lr,
+                fused_steps()["sgd"](p, g, state[0] if mu else [], weight_decay=decay, momentum=mu, lr=lr,
                                   dampening=0.0, nesterov=bool(h["nesterov"][m]) and mu > 0, maximize=False,
                                   is_first_step=False)  # fmt: skip  (zero buffer: the first step gives buf = grad)
                 continue
-            kernel = torch._fused_adamw_ if self.optimizer == "adamw" else torch._fused_adam_
+            kernel = fused_steps()[self.optimizer]  # adam | adamw
             b1, b2 = h["betas"][m]
             kernel(p, g, state[0], state[1], [], [self.steps[m]] * len(p), lr=lr, beta1=float(b1), beta2=float(b2),
                    weight_decay=decay, eps=self.eps, amsgrad=False, maximize=False)  # fmt: skip
