@@ -32,7 +32,7 @@ from automlp.adapters import is_heartbeat_enabled, storage_of, trial_id
 from automlp.engine import Member, MemberOutcome, train_stack
 from automlp.model import MLPConfig, count_params
 from automlp.search.budget import TrialBudget
-from automlp.search.space import STRUCTURAL
+from automlp.search.space import structural_params
 from automlp.search.trial import Reporter, TrialRecord, Trials
 from automlp.spec import Spec
 
@@ -193,7 +193,7 @@ class _Session:
         return {"size": self.size, "batch_seed": self.trials.stack_seed(self.leader)}
 
     def _structural(self, trial: optuna.Trial) -> dict:
-        return {name: trial.params[name] for name in STRUCTURAL if name in trial.params}
+        return structural_params(trial.params)
 
     # ------------------------------------------------------------------ telling and refilling
 
