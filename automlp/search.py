@@ -289,7 +289,7 @@ def storage_url(spec: Spec) -> str:
 def open_study(spec: Spec, metric: str, create: bool = True) -> optuna.Study:
     """Create or resume the study; refuse one that exists with another space or metric."""
     url = storage_url(spec)
-    storage = open_storage(url, spec.study.heartbeat_interval, spec.study.grace_period)
+    storage = open_storage(url, spec.study.heartbeat_interval, spec.study.grace_period, where=spec.study.storage_where)
     name = spec.study.name
     direction = get_metric(metric).direction
     try:

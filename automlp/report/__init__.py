@@ -46,19 +46,23 @@ def record_spec(study: optuna.Study, spec: Spec) -> None:
     study.set_user_attr(SPEC_ATTR, dump_spec(spec))
 
 
-def load_study(url: str, name: str | None) -> optuna.Study:
-    """An existing study (never creates one). Without a name, the storage must hold exactly one study."""
-    storage = open_storage(url)
+def load_study(url: str, name: str | None, name_where: str = "--study-name", where: str = "--storage"
+               ) -> optuna.Study:
+    """An existing study (never creates one). Without a name, the storage must hold exactly one study.
+    `name_where` and `where` say where the name and the URL came from (a flag or a spec key), for messages."""
+    storage = open_storage(url, where=where)
     names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+    if name is None and not names:
+        raise StorageError(f"{where}: {redact(url)} holds no study; run automlp search first, or check {where}")
     if name is None:
-        if len(names) != 1:
-            raise StorageError(f"storage {redact(url)} holds {len(names)} studies"
-                               + (f" ({', '.join(names)}); pass --study-name" if names else ""))
+        if len(names) > 1:
+            raise StorageError(f"--study-name: {redact(url)} holds {len(names)} studies ({', '.join(names)}); "
+                               "pass one with --study-name")
         name = names[0]
     if name not in names:
-        raise StorageError(f"study '{name}' not found in {redact(url)}; "
+        raise StorageError(f"{name_where}: no study '{name}' in {redact(url)}; "
                            + (f"studies there: {', '.join(names)}" if names else "it holds no study")
-                           + ". Run `automlp search` first, or check --study-name/--storage")
+                           + f". Run automlp search first, or check {name_where} and {where}")
     return optuna.load_study(study_name=name, storage=storage)
 
 
@@ -77,7 +81,7 @@ def build_report(spec: Spec, study: optuna.Study | None = None, data: PreparedDa
     `data` and `best_run` may come from the search that just ran, which saves re-reading and retraining."""
     start = time.perf_counter()
     if study is None:
-        study = load_study(storage_url(spec), spec.study.name)
+        study = load_study(storage_url(spec), spec.study.name, "study.name", spec.study.storage_where)
     set_threads(spec)
     device = resolve_device(spec.training.device)
     data = data if data is not None else prepare_data(spec.data, spec.study.seed)
