@@ -218,8 +218,9 @@ def report(
                                            show_default=False),
     study_name: Optional[str] = typer.Option(None, "--study-name", help="The study's name in --storage."),
     storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL of the study."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for report.html/.md/.json "
-                                       "(default: the study folder)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Folder for report.html/.md/.json "
+                                          "(default: the study folder)."),
+    out_alias: Optional[Path] = typer.Option(None, "--out", hidden=True, help="Old name of --output."),
 ) -> None:
     """Write the study report (report.html, report.md, report.json): best model and overfitting diagnostics."""
     import optuna
@@ -227,26 +228,28 @@ def report(
     from automlp.report import build_report, spec_of_study
     from automlp.search.study import load_study
     from automlp.spec import apply_overrides
-    from automlp.storage import JOURNAL_NAME, default_storage_url
+    from automlp.storage import JOURNAL_NAME, default_storage_url, storage_of
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    out = output or out_alias
     if study is not None and study.is_dir():
         url = storage or default_storage_url(study)
         if storage is None and not (study / JOURNAL_NAME).exists():
             raise SpecError(f"{study}: no {JOURNAL_NAME} in this folder; give the spec file, or --storage")
-        st = load_study(url, study_name)
+        st = load_study(url, study_name, where="--storage" if storage else str(study))
         spec = apply_overrides(spec_of_study(st, str(study)), storage=storage)
         out = out or study
     elif study is not None:
         spec = _load(study, storage=storage)
         if study_name:
             spec.study.name = study_name
-        st = load_study(spec.study.storage or default_storage_url(spec.study_dir), spec.study.name)
+        st = load_study(storage_of(spec), spec.study.name, "--study-name" if study_name else "study.name",
+                        spec.study.storage_where)
     elif storage is not None:
         st = load_study(storage, study_name)
         spec = apply_overrides(spec_of_study(st, storage), storage=storage)
     else:
-        raise SpecError("report: give a spec file, a study folder, or --storage (with --study-name)")
+        raise SpecError("nothing to report on: give a spec file, a study folder, or --storage (with --study-name)")
     _echo_report(build_report(spec, st, out_dir=out))
 
 
@@ -282,7 +285,7 @@ def export(
     from automlp.spec import apply_overrides
 
     if study.is_dir():
-        spec = apply_overrides(spec_from_study_dir(study), storage=storage, data_path=data_path)
+        spec = apply_overrides(spec_from_study_dir(study, storage), storage=storage, data_path=data_path)
     else:
         spec = _load(study, storage=storage, data_path=data_path)
     folder, info = export_study(spec, trial, refit, output)
@@ -332,7 +335,8 @@ def predict(
     for col, (count, example) in report.unseen.items():
         how = "counted in the column's infrequent category" if predictor.features.has_infrequent[col] else \
             "its one-hot columns left at 0"
-        typer.echo(f"note: column '{col}': {count} row(s) with a category unseen in training (e.g. {example!r}); "
+        typer.echo(f"note: column '{col}': {count} row(s) with a category unseen in training (got {example!r}"
+                   f"{' first' if count > 1 else ''}); "
                    f"{how}, as the training pipeline does", err=True)
     if output is not None:
         typer.echo(f"wrote {report.n_rows} predictions to {output}", err=True)
@@ -405,25 +409,29 @@ def worker(
 def status(
     spec_path: Optional[Path] = typer.Argument(None, help="The spec file (gives the study name and storage).",
                                                show_default=False),
-    study_name: Optional[str] = typer.Option(None, "--study", help="Study name (overrides the spec's)."),
+    study_name: Optional[str] = typer.Option(None, "--study-name", help="Study name (overrides the spec's)."),
     storage: Optional[str] = typer.Option(None, "--storage", envvar="AUTOMLP_STORAGE",
                                           help="Optuna storage URL (overrides the spec's)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
+    study_alias: Optional[str] = typer.Option(None, "--study", hidden=True, help="Old name of --study-name."),
 ) -> None:
     """Trials by state, the best so far and the workers seen recently, for a study running anywhere."""
     from automlp.report.status import status_text, study_status
     from automlp.search.study import load_study
     from automlp.storage import redact, storage_of
 
-    n_total = None
+    n_total, flag_name = None, study_name or study_alias
     if spec_path is not None:
         spec = _load(spec_path, storage=storage)
-        study_name, url, n_total = study_name or spec.study.name, storage_of(spec), spec.study.n_trials
-    elif study_name is None or storage is None:
-        raise SpecError("status: give a spec file, or both --study NAME and --storage URL")
+        study_name, url, n_total = flag_name or spec.study.name, storage_of(spec), spec.study.n_trials
+        name_where, where = "--study-name" if flag_name else "study.name", spec.study.storage_where
+    elif flag_name is None or storage is None:
+        missing = " and ".join(f for f, v in (("--study-name", flag_name), ("--storage", storage)) if v is None)
+        raise SpecError(f"{missing}: needed when no spec file is given; give a spec file, or both --study-name NAME "
+                        "and --storage URL")
     else:
-        url = storage
-    s = study_status(load_study(url, study_name))
+        study_name, url, name_where, where = flag_name, storage, "--study-name", "--storage"
+    s = study_status(load_study(url, study_name, name_where, where))
     typer.echo(json.dumps(s, indent=2) if as_json else status_text(s, redact(url), n_total))
 
 

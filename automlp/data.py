@@ -158,8 +158,33 @@ def _first_bad_byte(path: Path) -> str:
     return "unknown position"
 
 
+SNIFF_BYTES = 64 * 1024
+SEPARATORS = ",;\t|"
+
+
+def sniff_sep(path: Path) -> str:
+    """The column separator of a CSV file, sniffed by csv.Sniffer from its first lines; ',' when unsure."""
+    import csv
+    import gzip
+
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            sample = f.read(SNIFF_BYTES).decode("utf-8", errors="replace")
+        if len(sample) == SNIFF_BYTES:
+            sample = sample[: sample.rfind("\n") + 1] or sample  # whole lines only
+        return csv.Sniffer().sniff(sample, delimiters=SEPARATORS).delimiter
+    except (csv.Error, OSError, EOFError):  # one column, or unreadable: the reader reports the latter
+        return ","
+
+
 def _csv_options(path: Path, spec: DataSpec) -> dict:
-    sep = "\t" if ".tsv" in [s.lower() for s in path.suffixes] else ","
+    if spec.sep is not None:
+        sep = spec.sep
+    elif ".tsv" in [s.lower() for s in path.suffixes]:
+        sep = "\t"
+    else:
+        sep = sniff_sep(path)
     return {"sep": sep, "na_values": spec.na_values, "skipinitialspace": True, "encoding": "utf-8"}
 
 
@@ -196,9 +221,10 @@ def _read_table(path: Path, spec: DataSpec) -> pd.DataFrame:
         raise DataError(f"data.path: cannot read {fname}: {e}") from None
 
 
-def _row(i: Any, fname: str) -> str:
-    """A data row as the user finds it: the line of a CSV (the header is line 1), else the row number."""
-    if fname.lower().endswith((".csv", ".tsv", ".csv.gz", ".tsv.gz")):
+def row_label(i: Any, source: str) -> str:
+    """Data row i (from 0) as the user finds it, one rule everywhere: `line N` of a text file (the header is
+    line 1); `row N` (data rows counted from 1) where there are no lines: Parquet, arrays, DataFrames."""
+    if str(source).lower().endswith((".csv", ".tsv", ".csv.gz", ".tsv.gz", ".txt")):
         return f"line {i + 2}"
     return f"row {i + 1}"
 
@@ -222,7 +248,7 @@ def _check_mixed(df: pd.DataFrame, spec: DataSpec, fname: str) -> None:
         regression_target = name == spec.target and spec.task == "regression"
         if text.empty or (len(text) * 2 > n and not regression_target):
             continue
-        where = f"e.g. {text.iloc[0]!r} at {_row(text.index[0], fname)}; {len(text)} of {n} values"
+        where = f"got {text.iloc[0]!r} at {row_label(text.index[0], fname)}; text in {len(text)} of {n} values"
         if regression_target:
             raise DataError(f"data.target: column '{name}' has text ({where}), but a regression target must be "
                             "numbers; fix those values, add them to data.na_values to read them as missing, or set "
@@ -233,6 +259,23 @@ def _check_mixed(df: pd.DataFrame, spec: DataSpec, fname: str) -> None:
                             "if the values are labels")
         raise DataError(f"data: column '{name}' mixes numbers and text ({where}); fix those values, add them to "
                         "data.na_values to read them as missing, or list the column in data.categorical")
+
+
+SEPARATOR_NAMES = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
+
+
+def _target_not_found(df: pd.DataFrame, target: str, fname: str) -> str:
+    """The message for a missing target column; a single column holding separators is a file read with the
+    wrong separator (a ';'-separated export read as ','), so say that and how to read it."""
+    if df.shape[1] == 1:
+        col = str(df.columns[0])
+        counts = {sep: col.count(sep) for sep in SEPARATOR_NAMES if col.count(sep)}
+        if counts:
+            sep = max(counts, key=counts.get)
+            shown = "'\\t'" if sep == "\t" else f"'{sep}'"
+            return (f"data.target: column '{target}' not in {fname}, which looks {SEPARATOR_NAMES[sep]}-separated "
+                    f"(got one column, {col!r}); set data.sep: {shown} in the spec")
+    return f"data.target: column '{target}' not in {fname}; columns are: {', '.join(map(str, df.columns))}"
 
 
 def read_data(spec: DataSpec) -> RawData:
@@ -255,8 +298,7 @@ def read_data(spec: DataSpec) -> RawData:
     if len(df) == 0:
         raise DataError(f"data.path: {fname} has a header but no data rows")
     if spec.target not in df.columns:
-        cols = ", ".join(map(str, df.columns))
-        raise DataError(f"data.target: column '{spec.target}' not in {fname}; columns are: {cols}")
+        raise DataError(_target_not_found(df, spec.target, fname))
     missing = [c for c in spec.drop + spec.categorical if c not in df.columns]
     if missing:
         raise DataError(f"data: column '{missing[0]}' (in drop/categorical) not in {fname}; "
@@ -288,14 +330,14 @@ def infer_task(y: pd.Series, requested: str) -> tuple[str, str | None]:
     return "regression", f"task: regression (the target is numeric with {n_unique} distinct values)"
 
 
-def _encode_target(y: pd.Series, task: str, name: str) -> tuple[np.ndarray, list]:
+def _encode_target(y: pd.Series, task: str, name: str, source: str = "") -> tuple[np.ndarray, list]:
     if task == "regression":
         numeric = pd.to_numeric(y, errors="coerce")
         bad = y[numeric.isna() & y.notna()]
-        if len(bad):
-            raise DataError(f"data.target: column '{name}' has non-numeric values (e.g. {bad.iloc[0]!r} at row "
-                            f"{bad.index[0] + 1}); a regression target must be numbers, or set data.task: "
-                            "classification")
+        if len(bad):  # (a CSV's text target is refused earlier, by _check_mixed, at its line)
+            raise DataError(f"data.target: column '{name}' has text (got {bad.iloc[0]!r} at "
+                            f"{row_label(bad.index[0], source)}), but a regression target must be numbers; set "
+                            "data.task: classification if the values are labels")
         return numeric.to_numpy(np.float64), []
     classes, codes = np.unique(y.astype(str) if y.dtype == object else y.to_numpy(), return_inverse=True)
     return codes.astype(np.int64), [c.item() if hasattr(c, "item") else c for c in classes]
@@ -426,7 +468,7 @@ def prepare_data(spec: DataSpec, seed: int, raw: RawData | None = None) -> Prepa
     task, note = infer_task(y_raw_all, spec.task)
     if note:
         notes.append(note)
-    y_all, classes = _encode_target(y_raw_all, task, target_name)
+    y_all, classes = _encode_target(y_raw_all, task, target_name, raw.source)
     if task == "classification" and len(classes) < 2:
         raise DataError(f"data.target: column '{target_name}' has a single class ({classes[0]!r}); "
                         "classification needs at least two")

@@ -6,7 +6,12 @@ class AutomlpError(Exception):
 
 
 class SpecError(AutomlpError):
-    """The spec file is missing, unreadable or invalid."""
+    """The spec file is missing, unreadable or invalid. `errors` holds every problem found, one line each
+    (the message may list only the first ones and count the rest)."""
+
+    def __init__(self, message: str, errors: list[str] | None = None):
+        super().__init__(message)
+        self.errors = list(errors) if errors is not None else [message]
 
 
 class DataError(AutomlpError):

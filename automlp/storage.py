@@ -67,9 +67,11 @@ def storage_of(spec) -> str:
 
 
 def open_storage(url: str, heartbeat_interval: int = HEARTBEAT_INTERVAL_S,
-                 grace_period: int = GRACE_PERIOD_S, max_retry: int = 3) -> optuna.storages.BaseStorage:
+                 grace_period: int = GRACE_PERIOD_S, max_retry: int = 3,
+                 where: str = "study.storage") -> optuna.storages.BaseStorage:
     """An Optuna storage for `url` (journal:///path for a journal file, else an RDB URL), with heartbeats:
-    a trial whose worker died is failed and retried with the same parameters, at most `max_retry` times."""
+    a trial whose worker died is failed and retried with the same parameters, at most `max_retry` times.
+    `where` names the URL's origin in errors: study.storage, --storage, or output.dir (the default journal)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)
         retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
@@ -82,7 +84,7 @@ def open_storage(url: str, heartbeat_interval: int = HEARTBEAT_INTERVAL_S,
             path.parent.mkdir(parents=True, exist_ok=True)
             return HeartbeatJournalStorage(JournalFileBackend(str(path), lock_obj=FlockJournalLock(path)), **beat)
         except OSError as e:
-            raise StorageError(f"storage: cannot open the journal file {path}: {e.strerror}") from None
+            raise StorageError(f"{where}: cannot open the journal file {path}: {e.strerror}") from None
     for attempt in range(4):
         try:
             with warnings.catch_warnings():
@@ -90,14 +92,14 @@ def open_storage(url: str, heartbeat_interval: int = HEARTBEAT_INTERVAL_S,
                 return LivenessRDBStorage(with_driver(url), engine_kwargs=_engine_kwargs(url), **beat)
         except ImportError as e:
             missing = getattr(e.__cause__, "name", None) or e.name
-            raise StorageError(f"storage: the database driver for {redact(url)} is not installed ({missing}); "
+            raise StorageError(f"{where}: the database driver for {redact(url)} is not installed ({missing}); "
                                "pip install 'automlp[postgres]' or 'automlp[mysql]'") from None
         except Exception as e:  # sqlalchemy raises many kinds; all mean "cannot open this storage"
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             if attempt < 3 and _lost_table_race(first):
                 time.sleep(0.2 * (attempt + 1))  # another worker is creating the tables right now
                 continue
-            raise StorageError(f"storage: cannot open {redact(url)}: {redact(first)}") from None
+            raise StorageError(f"{where}: cannot open {redact(url)}: {redact(first)}") from None
     raise AssertionError("unreachable")
 
 

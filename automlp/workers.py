@@ -108,8 +108,9 @@ def _gpu_ids(spec: Spec) -> list[str] | None:
 # --------------------------------------------------------------------------- the processes
 
 
-def _worker_main(spec: Spec, deadline: float | None, env: dict[str, str]) -> None:
-    """Entry point of a worker process."""
+def _worker_main(spec: Spec, deadline: float | None, env: dict[str, str], errors) -> None:
+    """Entry point of a worker process. An AutomlpError goes to the parent through `errors` (a queue): the
+    parent raises it, and the CLI prints it as for a single process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent relays Ctrl-C as SIGTERM, exactly once
     os.environ.update(env)  # before anything initialises CUDA (torch reads CUDA_VISIBLE_DEVICES lazily)
     quiet_optuna()
@@ -119,7 +120,7 @@ def _worker_main(spec: Spec, deadline: float | None, env: dict[str, str]) -> Non
         with graceful_stop((signal.SIGTERM,)) as stop:
             ran = run_worker(spec, stop, deadline)
     except AutomlpError as e:
-        print(f"error: {e}", file=sys.stderr)
+        errors.put(e)
         sys.exit(2)
     sys.exit(130 if ran.get("interrupted") else 0)
 
@@ -142,17 +143,20 @@ def run_parallel(spec: Spec, n_workers: int, progress: Callable | None = None,
 def _launch(spec: Spec, plans: list[WorkerPlan], study: optuna.Study, deadline: float | None, notes: list[str],
             stop: threading.Event, progress: Callable | None) -> bool:
     ctx = _context()
-    procs = []
+    procs, errors = [], ctx.SimpleQueue()
     for plan in plans:
         wspec = spec.model_copy(deep=True)
         wspec.training.threads = plan.threads  # torch.set_num_threads in the worker
-        p = ctx.Process(target=_worker_main, args=(wspec, deadline, plan.env), name=f"automlp-worker-{plan.index}")
+        p = ctx.Process(target=_worker_main, args=(wspec, deadline, plan.env, errors),
+                        name=f"automlp-worker-{plan.index}")
         p.start()
         procs.append(p)
     poll = _Poller(study, spec.study.n_trials, progress)
-    relayed = False
+    relayed, failed = False, []
     try:
         while any(p.is_alive() for p in procs):
+            while not errors.empty():  # drained as they come: a full pipe would block the worker writing
+                failed.append(errors.get())
             if stop.is_set() and not relayed:
                 relayed = True
                 for p in procs:
@@ -169,6 +173,10 @@ def _launch(spec: Spec, plans: list[WorkerPlan], study: optuna.Study, deadline: 
         p.join()
     poll(final=True)
     fail_stale_trials(study)  # trials of workers that died (killed, crashed) are failed and queued for retry now
+    while not errors.empty():
+        failed.append(errors.get())
+    if failed:
+        raise failed[0]  # the same error in every worker (the data, the storage): reported once
     for plan, p in zip(plans, procs):
         if p.exitcode not in (0, 130):
             how = f"signal {-p.exitcode}" if p.exitcode < 0 else f"status {p.exitcode}"

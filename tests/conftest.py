@@ -1,4 +1,7 @@
-"""Shared fixtures: the installed console script, the real data sets, small spec writers."""
+"""Shared fixtures: the installed console script, the real data sets, small spec writers.
+
+Every data set a test reads is in the repository: small real subsets in tests/data (see its README) and the
+example data in search_spaces/data. Tests never read the benchmarks' data folder."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+TEST_DATA = REPO / "tests" / "data"
 EXAMPLE_DATA = REPO / "search_spaces" / "data"
 AUTOMLP = str(Path(sys.executable).with_name("automlp"))
 

@@ -12,6 +12,8 @@ import torch
 from automlp import adapters
 from automlp.storage import HeartbeatJournalStorage, LivenessRDBStorage, open_storage
 
+pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
+
 
 def test_the_heartbeat_interface_is_the_one_our_storages_implement(tmp_path):
     for name in ("record_heartbeat", adapters.STALE_TRIAL_IDS, "get_heartbeat_interval",

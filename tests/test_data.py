@@ -10,7 +10,7 @@ from automlp.data import prepare_data
 from automlp.errors import DataError
 from automlp.spec import DataSpec
 
-from conftest import EXAMPLE_DATA, SHARED_DATA
+from conftest import EXAMPLE_DATA, TEST_DATA
 
 
 def test_auto_mpg_question_marks_are_missing_values():
@@ -24,15 +24,25 @@ def test_auto_mpg_question_marks_are_missing_values():
     assert sum(data.sizes().values()) == 398
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "adult.csv.gz").exists(), reason="shared data not present")
 def test_adult_leading_spaces_and_question_marks():
-    data = prepare_data(DataSpec(path=SHARED_DATA / "adult.csv.gz", target="income"), seed=0)
+    data = prepare_data(DataSpec(path=TEST_DATA / "adult.csv.gz", target="income"), seed=0)
     assert data.task == "classification" and data.classes == ["<=50K", ">50K"]
-    assert "workclass" in data.categorical_columns
+    assert "workclass" in data.categorical_columns and "age" in data.numeric_columns
     # ' ?' is read as missing (its own category), not as a category named '?'
     assert "workclass___missing__" in data.feature_names and "workclass_?" not in data.feature_names
-    # stratified: both splits keep the 24% positive rate
-    assert abs(data.y_train.mean() - data.y_test.mean()) < 0.01
+    assert "workclass_State-gov" in data.feature_names  # the leading space is gone
+    # stratified: both splits keep the 25% positive rate (764 of 3053)
+    assert abs(data.y_train.mean() - 764 / 3053) < 0.002 and abs(data.y_test.mean() - 764 / 3053) < 0.002
+
+
+def test_california_empty_values_and_a_text_column():
+    data = prepare_data(DataSpec(path=TEST_DATA / "california_housing.csv.gz", target="median_house_value"), seed=0)
+    assert data.task == "regression" and sum(data.sizes().values()) == 2064
+    assert data.categorical_columns == ["ocean_proximity"]
+    assert data.feature_names[-4:] == ["ocean_proximity_<1H OCEAN", "ocean_proximity_INLAND",
+                                       "ocean_proximity_NEAR BAY", "ocean_proximity_NEAR OCEAN"]
+    assert not np.isnan(data.X_train).any()  # the 28 empty total_bedrooms are imputed with the median
+    assert abs(data.y_train.mean()) < 1e-6 and abs(data.y_train.std() - 1) < 1e-3  # the target is standardized
 
 
 def test_keras_npz_layout_uses_the_given_test_split(tmp_path):
@@ -83,3 +93,22 @@ def test_refit_preprocessing_learns_only_from_its_fit_rows(tmp_path):
     whole = refit_preprocessing(data, np.arange(n_fit), None)  # export --refit: train + validation
     assert "c_only_in_held_out" in whole.feature_names and whole.n_features == data.n_features + 1
     assert whole.X_val is whole.X_train
+
+
+def test_the_test_data_are_the_files_their_readme_describes():
+    """tests/data holds small real subsets (no test reads the benchmarks' data folder); each file's SHA-256 is
+    the one its README states, so a rebuild with tests/data/make_subsets.py is checkable."""
+    import hashlib
+    import re
+
+    readme = (TEST_DATA / "README.md").read_text()
+    stated = dict((name, digest) for digest, name in re.findall(r"^([0-9a-f]{64})  (\S+)$", readme, re.M))
+    files = sorted(p.name for p in TEST_DATA.iterdir() if p.suffix == ".gz")
+    assert files == sorted(stated) == ["adult.csv.gz", "california_housing.csv.gz"]
+    for name in files:
+        assert hashlib.sha256((TEST_DATA / name).read_bytes()).hexdigest() == stated[name], name
+    # spelled apart so this file does not match itself: the path as text, and as a pathlib expression
+    needles = ("/".join(("shared", "data")), ' / '.join(('"shared"', '"data"')))
+    readers = [p.name for p in TEST_DATA.parent.rglob("*.py")
+               if p.name != "make_subsets.py" and any(n in p.read_text() for n in needles)]
+    assert readers == []

@@ -151,3 +151,29 @@ def test_a_refill_must_fit_the_stack(digits):
     odd = Member("odd", MLPConfig(64, 10, (16, 16), "relu"), tc(5))
     with pytest.raises(ValueError, match="a refill must have the stack's key"):
         train_stack(members, digits, on_done=lambda o: odd if o.tag == 0 else None)
+
+
+def test_the_kernel_hands_over_to_autograd_mid_training(digits, monkeypatch):
+    """A stack starts on the hand-written kernel; a refill with its own rows moves it to autograd for good. The
+    member already training goes on as it would have (the optimizer state crosses over), the refill trains as alone,
+    and the whole run equals one on autograd from the start."""
+    from automlp.engine import stack
+
+    a = Member("a", MLPConfig(64, 10, (16, 16), "relu"), tc(1, max_epochs=2))
+    b = Member("b", MLPConfig(64, 10, (24, 8), "relu"), tc(2, alpha=1e-2, max_epochs=5))
+    fold = subset(digits, slice(0, 150), slice(0, 50))
+    refill = Member("r", MLPConfig(64, 10, (16, 16), "relu"), tc(5, lr=5e-3), data=fold)
+
+    def run():
+        pending = [refill]
+        return {o.tag: o for o in train_stack([a, b], digits, on_done=lambda o: pending.pop() if pending else None)}
+
+    got = run()
+    without = {o.tag: o for o in train_stack([a, b], digits)}
+    assert_same_training(got["b"].result, without["b"].result)
+    ref, ref_model = alone(refill.net, refill.config, fold)
+    assert_same_training(got["r"].result, ref, got["r"].model, ref_model)
+    monkeypatch.setattr(stack, "USE_KERNEL", False)
+    on_autograd = run()
+    for tag in "abr":
+        assert_same_training(got[tag].result, on_autograd[tag].result)

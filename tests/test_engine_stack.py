@@ -43,6 +43,15 @@ def batches(n, bs, n_steps, seed=0):
     return [perm[(i * bs) % n : (i * bs) % n + bs] for i in range(n_steps)]
 
 
+def test_init_matches_nn_linear_default():
+    net = StackedMLP(64, 10, [(32, 16), (8, 24)], "relu")
+    for k, widths in enumerate(net.member_widths):
+        net.init_member(k, seed=100 + k)
+        ref = plain_mlp(64, widths, 10, "relu", seed=100 + k)
+        for a, b in zip(ref.state_dict().values(), net.member(k).state_dict().values()):
+            assert torch.equal(a, b)
+
+
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
 def test_masked_widths_train_like_unpadded_nets(digits, activation):
     X, y = digits

@@ -29,12 +29,9 @@ from automlp.spec import load_spec
 from typer.testing import CliRunner
 
 from automlp.cli import app
-from conftest import AUTOMLP, EXAMPLE_DATA, REPO, SHARED_DATA, run_cli, write_spec
+from conftest import AUTOMLP, EXAMPLE_DATA, REPO, TEST_DATA, run_cli, write_spec
 
 SERVE = REPO / "examples" / "serve_torchscript.py"
-# the shared data sit next to the repository (CI), or one level up from a worktree
-ADULT = next((d / "adult.csv.gz" for d in (SHARED_DATA, REPO.parents[1] / "shared" / "data")
-              if (d / "adult.csv.gz").exists()), None)
 FILES = {"metadata.json", "model.pt", "model.torchscript.pt", "preprocessing.json"}
 
 
@@ -53,9 +50,7 @@ def _spec(name: str, data: dict, space: dict, out: Path, metric: str) -> dict:
 def studies(tmp_path_factory) -> dict[str, Path]:
     """Two small studies, searched with the CLI (their best models exported at the end)."""
     root = tmp_path_factory.mktemp("export")
-    if ADULT is None:
-        pytest.skip("the shared adult data set is not present")
-    with gzip.open(ADULT, "rt") as f:
+    with gzip.open(TEST_DATA / "adult.csv.gz", "rt") as f:
         (root / "adult.csv").write_text("".join(f.readline() for _ in range(1501)))
     shutil.copy(EXAMPLE_DATA / "auto_mpg.csv", root / "auto_mpg.csv")
     specs = {
@@ -183,7 +178,7 @@ def test_torchscript_and_preprocessing_json_serve_without_automlp(studies, name)
 
 
 def test_onnx_file_computes_the_same_outputs(studies):
-    onnx = pytest.importorskip("onnx")
+    import onnx  # a test dependency (pyproject: test extra)
     from onnx.reference import ReferenceEvaluator
 
     spec, data, model_dir, meta, reference = _reference(studies["adult"])
@@ -228,8 +223,8 @@ def test_predict_cli_input_errors_name_the_column_and_row(studies, tmp_path):
     bad.to_csv(tmp_path / "bad.csv", index=False)
     r = invoke("predict", model_dir, tmp_path / "bad.csv", "-o", tmp_path / "bad_out.csv")
     assert r.exit_code == 2 and not (tmp_path / "bad_out.csv").exists()
-    assert r.stderr == ("error: bad.csv: column 'horsepower' row 3 (line 4): 'fast' is not a number; the model "
-                        "takes numbers in 'horsepower' (leave the value empty for missing)\n")
+    assert r.stderr == ("error: bad.csv: column 'horsepower' must hold numbers (got 'fast' at line 4); the model "
+                        "takes numbers there: leave a value empty for missing\n")
 
 
 def test_unseen_categories_go_where_the_training_pipeline_puts_them(studies, tmp_path):
@@ -243,7 +238,7 @@ def test_unseen_categories_go_where_the_training_pipeline_puts_them(studies, tmp
         r = invoke("predict", model_dir, tmp_path / "unseen.csv")
         assert r.exit_code == 0, r.stderr
         how = "its one-hot columns left at 0" if name == "mpg" else "counted in the column's infrequent category"
-        assert (f"note: column '{column}': 1 row(s) with a category unseen in training (e.g. '{value}'); {how}, "
+        assert (f"note: column '{column}': 1 row(s) with a category unseen in training (got '{value}'); {how}, "
                 "as the training pipeline does\n") in r.stderr
         raw = read_data(spec.data.model_copy(update={"path": tmp_path / "unseen.csv"})).X
         expected = reference(data.preprocessor.transform(as_categories(raw, data.categorical_columns)))
@@ -313,3 +308,16 @@ def test_predict_keeps_an_id_column_and_reads_parquet(studies, tmp_path):
     p = automlp.load(model_dir)
     assert np.allclose(p.predict(tmp_path / "cars.parquet"), out["prediction"], rtol=1e-6)
     assert np.allclose(p.predict(frame), out["prediction"], rtol=1e-6)
+
+
+def test_predictor_messages_name_the_argument_and_the_row(studies):
+    p = automlp.load(load_spec(studies["mpg"]).study_dir / "model")
+    with pytest.raises(ExportError) as e:
+        p.predict(42)
+    assert str(e.value) == "X: must be a pandas DataFrame or the path of a CSV/Parquet file (got int)"
+    frame = pd.read_csv(EXAMPLE_DATA / "auto_mpg.csv", na_values=["?"]).head(5).astype({"horsepower": object})
+    frame.loc[[1, 3], "horsepower"] = "fast"
+    with pytest.raises(ExportError) as e:
+        p.predict(frame)  # a DataFrame has no lines: its rows are counted from 1
+    assert str(e.value) == ("X: column 'horsepower' must hold numbers (got 'fast' at row 2, and 1 more row like "
+                            "it); the model takes numbers there: leave a value empty for missing")

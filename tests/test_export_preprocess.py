@@ -103,8 +103,8 @@ def test_an_unparseable_number_names_the_column_and_row(prepared, tmp_path):
     bad.write_text("\n".join(lines) + "\n")
     with pytest.raises(ExportError) as e:
         predictor.transform(bad, chunk_rows=4)  # the bad row is in the second chunk
-    assert str(e.value) == ("bad.csv: column 'n_int' row 6 (line 7): 'six' is not a number; the model takes "
-                            "numbers in 'n_int' (leave the value empty for missing)")
+    assert str(e.value) == ("bad.csv: column 'n_int' must hold numbers (got 'six' at line 7); the model takes "
+                            "numbers there: leave a value empty for missing")
 
 
 numbers = st.one_of(st.none(), st.floats(-1e6, 1e6, allow_nan=False, width=32))

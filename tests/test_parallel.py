@@ -102,12 +102,12 @@ def test_status_redacts_the_password_and_lists_workers(tmp_path):
         study.tell(t, 0.5)
         running = study.ask()
         _set_record(study, running)
-        r = subprocess.run([AUTOMLP, "status", "--study", name, "--storage", url], capture_output=True, text=True)
+        r = subprocess.run([AUTOMLP, "status", "--study-name", name, "--storage", url], capture_output=True, text=True)
         assert r.returncode == 0, r.stderr
         assert "s3cret" not in r.stdout + r.stderr and "postgres:***@" in r.stdout
         assert "trials: running 1, complete 1" in r.stdout
         assert f"{HOST} pid {os.getpid()}: 1 trials, running trial #1" in r.stdout
-        r = subprocess.run([AUTOMLP, "status", "--study", name, "--storage", url, "--json"], capture_output=True,
+        r = subprocess.run([AUTOMLP, "status", "--study-name", name, "--storage", url, "--json"], capture_output=True,
                            text=True)
         s = json.loads(r.stdout)
         assert s["trials"] == {"RUNNING": 1, "COMPLETE": 1} and s["best"]["value"] == 0.5
@@ -117,17 +117,19 @@ def test_status_redacts_the_password_and_lists_workers(tmp_path):
 
 def test_status_of_a_missing_study_and_without_arguments(tmp_path):
     url = f"journal:///{tmp_path}/none.journal"
-    r = subprocess.run([AUTOMLP, "status", "--study", "nope", "--storage", url], capture_output=True, text=True)
+    r = subprocess.run([AUTOMLP, "status", "--study-name", "nope", "--storage", url], capture_output=True, text=True)
     assert r.returncode == 2
-    assert r.stderr.strip() == f"error: no study 'nope' in {url}; studies there: none"
+    assert r.stderr.strip() == (f"error: --study-name: no study 'nope' in {url}; studies there: none. Run automlp "
+                                "search first, or check --study-name and --storage")
     r = subprocess.run([AUTOMLP, "status"], capture_output=True, text=True)
     assert r.returncode == 2
-    assert r.stderr.strip() == "error: status: give a spec file, or both --study NAME and --storage URL"
+    assert r.stderr.strip() == ("error: --study-name and --storage: needed when no spec file is given; give a spec "
+                                 "file, or both --study-name NAME and --storage URL")
 
 
 def test_grace_period_must_exceed_the_heartbeat_interval(tmp_path):
     spec = write_spec(tmp_path, "hb", 2, heartbeat_interval=10, grace_period=10)
     r = subprocess.run([AUTOMLP, "validate", str(spec)], capture_output=True, text=True)
     assert r.returncode == 2
-    assert "study.grace_period: grace_period must be > heartbeat_interval (got grace_period=10, " \
+    assert "study.grace_period: must be > heartbeat_interval (got grace_period=10, " \
            "heartbeat_interval=10)" in r.stderr

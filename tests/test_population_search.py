@@ -120,6 +120,6 @@ def test_population_must_be_auto_or_a_positive_integer(tmp_path, cli):
     r = cli("validate", path)
     assert r.returncode == 2
     assert "iris.yaml:" in r.stderr
-    assert "training.population: must be auto or an integer in [1, 4096] (1 trains one trial at a time); got 0" in (
+    assert "training.population: must be auto or an integer in [1, 4096] (got 0); 1 trains one trial at a time" in (
         r.stderr
     )

@@ -96,7 +96,7 @@ def test_report_again_from_spec_folder_and_storage(clf):
     folder, study_dir, _ = clf
     first = facts(study_dir)
     out = folder / "by-folder"
-    proc = automlp("report", str(study_dir), "--out", str(out), cwd=folder)
+    proc = automlp("report", str(study_dir), "--output", str(out), cwd=folder)
     assert proc.returncode == 0, proc.stderr
     again = facts(out)
     # the same trial, the same replayed scores and the same seed retraining
@@ -105,7 +105,7 @@ def test_report_again_from_spec_folder_and_storage(clf):
         assert again["best"]["scores"][split] == pytest.approx(first["best"]["scores"][split])
     assert again["stability"]["test"] == pytest.approx(first["stability"]["test"])
     url = f"journal://{(study_dir / 'study.journal').resolve()}"
-    res = invoke("report", "--storage", url, "--study-name", "bc", "--out", str(folder / "by-url"), cwd=folder)
+    res = invoke("report", "--storage", url, "--study-name", "bc", "--output", str(folder / "by-url"), cwd=folder)
     assert res.exit_code == 0 and (folder / "by-url" / "report.html").exists(), res.output
     assert facts(folder / "by-url")["best"]["trial"] == first["best"]["trial"]
 
@@ -135,9 +135,11 @@ def test_report_errors_are_one_line(clf, tmp_path):
                                                  "spec file, or --storage\n"
     url = f"journal://{(study_dir / 'study.journal').resolve()}"
     res = invoke("report", "--storage", url, "--study-name", "nope", cwd=tmp_path)
-    assert res.exit_code == 2 and res.output == f"error: no study 'nope' in {url}; studies there: bc\n"
+    assert res.exit_code == 2 and res.output == (f"error: --study-name: no study 'nope' in {url}; studies there: "
+                                                 "bc. Run automlp search first, or check --study-name and --storage\n")
     res = invoke("report", cwd=tmp_path)
-    assert res.exit_code == 2 and "give a spec file, a study folder, or --storage" in res.output
+    assert res.exit_code == 2 and res.output == ("error: nothing to report on: give a spec file, a study folder, "
+                                                 "or --storage (with --study-name)\n")
 
 
 def _noisy_spec(csv, name: str, space: dict, es: dict) -> dict:

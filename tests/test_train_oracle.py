@@ -93,7 +93,7 @@ def test_fast_trainer_matches_plain_autograd_loop(task, activation, dropout, opt
     _compare(task, activation, dropout, optimizer, alpha, torch.device("cpu"))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA-only: needs a CUDA device")
 @pytest.mark.parametrize("task,activation,dropout,optimizer,alpha", CASES)
 def test_fast_trainer_matches_plain_autograd_loop_on_cuda(task, activation, dropout, optimizer, alpha):
     """On CUDA the epochs after the first are one captured CUDA graph; dropout draws differ there (no p)."""

@@ -12,6 +12,7 @@ output depends only on member k's slices. `member(k)` is the plain `build_mlp` n
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable, Sequence
 
@@ -114,6 +115,20 @@ class StackedMLP(nn.Module):
         return list(zip(sizes[:-1], sizes[1:]))
 
     @torch.no_grad()
+    def init_member(self, k: int, seed: int) -> None:
+        """nn.Linear's default init (kaiming-uniform a=sqrt(5), bias U(+-1/sqrt(fan_in))) on the member's own widths,
+        drawn in nn.Linear's order from a generator seeded with `seed`: the weights `build_mlp` gives after
+        `torch.manual_seed(seed)`, without building the module."""
+        gen = torch.Generator().manual_seed(seed)
+        self.flat[k].zero_()
+        for (n_in, n_out), W, B in zip(self.member_shapes(k), self.weights, self.biases):
+            w = torch.empty(n_out, n_in)
+            nn.init.kaiming_uniform_(w, a=math.sqrt(5), generator=gen)
+            bound = 1.0 / math.sqrt(n_in)
+            W[k, :n_in, :n_out].copy_(w.T)
+            B[k, 0, :n_out].copy_(torch.empty(n_out).uniform_(-bound, bound, generator=gen))
+
+    @torch.no_grad()
     def load_member(self, k: int, model: nn.Module) -> None:
         """Copy a plain MLP's weights (its nn.Linear layers, in order) into member k."""
         linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
@@ -150,22 +165,23 @@ class StackedMLP(nn.Module):
         rates[k] = config.dropout
         self.set_dropout(rates)
         sizes = [(max(a, c), max(b, d)) for (a, b), (c, d) in zip(self.layer_sizes, self._sizes([config.widths]))]
-        move = None
-        if sizes != self.layer_sizes:
-            old_sizes = self.layer_sizes
-
-            def move(old: torch.Tensor) -> torch.Tensor:
-                new = torch.zeros(old.shape[0], sum(i * o + o for i, o in sizes), device=old.device)
-                for src, dst in zip(self._views(old, old_sizes), self._views(new, sizes)):
-                    dst[:, : src.shape[1], : src.shape[2]].copy_(src)
-                return new
-
+        move = None if sizes == self.layer_sizes else self._mover(self.layer_sizes, sizes)
+        if move is not None:
             self.layer_sizes = sizes
-            self.flat, self.flat_grad = move(self.flat), torch.zeros(len(self.member_widths), self.n_params,
-                                                                     device=self.flat.device)
+            self.flat = move(self.flat)
+            self.flat_grad = torch.zeros_like(self.flat)
             self.weights, self.biases = self._make_views()
         self._masks = self._make_masks()
         self.load_member(k, model)
+        return move
+
+    def _mover(self, old_sizes: list[tuple[int, int]], sizes: list[tuple[int, int]]) -> Callable:
+        def move(old: torch.Tensor) -> torch.Tensor:
+            new = torch.zeros(old.shape[0], sum(i * o + o for i, o in sizes), device=old.device)
+            for src, dst in zip(self._views(old, old_sizes), self._views(new, sizes)):
+                dst[:, : src.shape[1], : src.shape[2]].copy_(src)
+            return new
+
         return move
 
     # ---- compute --------------------------------------------------------------------------------------------

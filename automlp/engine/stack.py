@@ -9,6 +9,11 @@ sit out, neither their weights nor their optimizer state move (`StackedOptimizer
 
 A frozen row (its member stopped and no refill came) has lr 0 and its loss masked out with where (not a product,
 so a diverged member's NaN stays out), so the others' gradients, updates and batches are exactly what they were.
+
+The fast path: while every live member trains on the shared data, the hand-written `StackKernel` (kernel.py)
+does forward, backward and update with no autograd, and owns the optimizer state. The first epoch that needs
+members' own data (a refill with its own rows) hands its state over to autograd + `StackedOptimizer` for good
+(`_to_autograd`): one state, so the update stays exact across the switch.
 """
 
 from __future__ import annotations
@@ -20,11 +25,14 @@ from torch import nn
 
 from automlp.data import TrainData
 from automlp.engine.config import TrainConfig, member_losses, row_losses, seed_everything
+from automlp.engine.kernel import StackKernel
 from automlp.engine.nets import StackedMLP
 from automlp.engine.optim import StackedOptimizer, hyperparameters
 from automlp.model import MLPConfig, build_mlp
 
 EVAL_CHUNK_ELEMS = 1 << 24  # bound on K * rows * width held at once when evaluating
+USE_KERNEL = True  # False: every stack on autograd (tests compare the two)
+KERNEL_GATHER_BYTES = 1 << 28
 
 
 class _Pool:
@@ -69,13 +77,28 @@ class StackStepper:
             seed_everything(tc.seed)  # member k starts from the weights a K = 1 training of it starts from
             self.net.load_member(k, build_mlp(mlp))
         self.net.generator = torch.Generator(device=shared.device).manual_seed(dropout_seed)
-        self.opt = StackedOptimizer(self.net.flat, self.net.flat_grad, configs[0].optimizer,
-                                    hyperparameters(configs), n_decay=self.net.n_weights)
+        self.configs = list(configs)
         self.best = self.net.flat.detach().clone()
         self.batch_size, self.task, self.shared = configs[0].batch_size, shared.task, shared
         self.datas = list(datas)
         self.live = [True] * len(nets)
+        self.scales = [1.0] * len(nets)
+        self.opt: StackedOptimizer | None = None
+        self.kernel: StackKernel | None = None
+        if USE_KERNEL and StackKernel.supports(first.activation, configs[0].optimizer, self.net.flat):
+            self.kernel = self._new_kernel()
+        else:
+            self.opt = StackedOptimizer(self.net.flat, self.net.flat_grad, configs[0].optimizer,
+                                        hyperparameters(configs), n_decay=self.net.n_weights)
         self._pools()
+
+    def _new_kernel(self) -> StackKernel:
+        cs, net = self.configs, self.net
+        return StackKernel(net.flat, net.layer_sizes, net.activation, self.task, cs[0].optimizer,
+                           lr=[c.lr * s for c, s in zip(cs, self.scales)], alpha=[c.alpha for c in cs],
+                           betas=[c.betas for c in cs], momentum=[c.momentum for c in cs],
+                           nesterov=[c.nesterov and c.momentum > 0 for c in cs],
+                           dropout=net.dropout.view(-1).tolist(), widths=net.member_widths, generator=net.generator)
 
     @property
     def n_rows(self) -> int:
@@ -85,7 +108,12 @@ class StackStepper:
         self.train_pool, self.val_pool = _Pool(self.datas, "train"), _Pool(self.datas, "val")
 
     def set_lr_scales(self, scales: list[float]) -> None:
-        self.opt.set_lr_scale(scales)
+        self.scales = list(scales)
+        if self.kernel is not None:
+            self.kernel.set_lr([c.lr * s for c, s in zip(self.configs, scales)])
+            self.kernel.set_active(self.live)
+        else:
+            self.opt.set_lr_scale(scales)
 
     def freeze(self, row: int) -> None:
         self.live[row] = False
@@ -97,6 +125,16 @@ class StackStepper:
         self.net.train()
         live_rows = [k for k, on in enumerate(self.live) if on]
         shared = perms[live_rows[0]]
+        one_order = all(perms[k] is shared for k in live_rows)
+        X = self.shared.X_train
+        # the kernel gathers each member's own order as a (K, n, d) copy per epoch: only while that stays small
+        fits = one_order or self.n_rows * X.numel() * X.element_size() <= KERNEL_GATHER_BYTES
+        if self.kernel is not None and fits and all(self.datas[k] is self.shared for k in live_rows):
+            # one batch order for all, or each member its own (a frozen row follows the first)
+            order = shared if one_order else torch.stack([shared if p is None else p for p in perms])
+            return self.kernel.train_epoch(X, self.shared.y_train, order, self.batch_size)
+        if self.kernel is not None:
+            self._to_autograd()
         if all(self.datas[k] is self.shared and perms[k] is shared for k in live_rows):
             return self._shared_epoch(shared)
         return self._own_rows_epoch(perms)
@@ -164,11 +202,18 @@ class StackStepper:
     def load(self, row: int, net: MLPConfig, config: TrainConfig, data: TrainData) -> None:
         """A refill: fresh weights from its seed, fresh optimizer state, its own hyperparameters and rows."""
         seed_everything(config.seed)
+        self.configs[row] = config
+        state = self._kernel_state() if self.kernel is not None else None
         move = self.net.set_member(row, net, build_mlp(net))
         if move is not None:  # the stack grew wider: every (K, P) tensor follows the new layout
             self.best = move(self.best)
-            self.opt.relayout(move, self.net.flat, self.net.flat_grad, self.net.n_weights)
-        self.opt.set_member(row, hyperparameters([config]))
+            if self.opt is not None:
+                self.opt.relayout(move, self.net.flat, self.net.flat_grad, self.net.n_weights)
+        if self.kernel is not None:
+            self._rebuild_kernel([move(t) for t in state[0]] if move is not None else state[0], state[1])
+            self.kernel.reset_member(row)
+        else:
+            self.opt.set_member(row, hyperparameters([config]))
         self.best[row] = self.net.flat[row]
         self.live[row] = True
         if self.datas[row] is not data:
@@ -178,10 +223,42 @@ class StackStepper:
     def compact(self, rows: list[int]) -> None:
         """Keep only `rows` (the live ones): the work shrinks with the stack."""
         rows_t = torch.tensor(rows, device=self.best.device)
+        state = self._kernel_state() if self.kernel is not None else None
         self.net.select(rows_t)
-        self.opt.select(rows_t, self.net.flat, self.net.flat_grad)
+        if self.opt is not None:
+            self.opt.select(rows_t, self.net.flat, self.net.flat_grad)
         self.best = self.best[rows_t].contiguous()
-        self.datas = [self.datas[r] for r in rows]
-        self.live = [self.live[r] for r in rows]
+        self.configs, self.datas = [self.configs[r] for r in rows], [self.datas[r] for r in rows]
+        self.live, self.scales = [self.live[r] for r in rows], [self.scales[r] for r in rows]
+        if state is not None:
+            self._rebuild_kernel([t[rows_t] for t in state[0]], state[1][rows_t])
         self._pools()
 
+    # ---- the kernel's optimizer state, as (K, P) tensors in the stack's layout ---------------------------------
+    # StackKernel keeps each state as per-layer weight blocks and one bias block (their concatenation is the
+    # stack's row layout) and its step counts as a (K,) tensor; these two read and write exactly that.
+
+    def _kernel_state(self) -> tuple[list[torch.Tensor], torch.Tensor]:
+        return [torch.cat([*blocks, bias], dim=1) for blocks, bias, _ in self.kernel.state], self.kernel.steps.clone()
+
+    @torch.no_grad()
+    def _rebuild_kernel(self, states: list[torch.Tensor], steps: torch.Tensor) -> None:
+        self.kernel = self._new_kernel()
+        for (blocks, bias, _), flat in zip(self.kernel.state, states):
+            src_blocks, src_bias = self.kernel._split(flat)
+            for dst, src in zip([*blocks, bias], [*src_blocks, src_bias]):
+                dst.copy_(src)
+        self.kernel.steps.copy_(steps)
+        self.kernel.set_active(self.live)
+
+    def _to_autograd(self) -> None:
+        """Hand the kernel's optimizer state to autograd + StackedOptimizer, for the rest of this stack's life."""
+        states, steps = self._kernel_state()
+        self.kernel = None
+        self.opt = StackedOptimizer(self.net.flat, self.net.flat_grad, self.configs[0].optimizer,
+                                    hyperparameters(self.configs), n_decay=self.net.n_weights)
+        with torch.no_grad():
+            for dst, src in zip(self.opt.state, states):
+                dst.copy_(src)
+            self.opt.hp["steps"].copy_(steps.view(-1, 1))
+        self.opt.set_lr_scale(self.scales)

@@ -123,14 +123,14 @@ class Predictor:
 
     def _frames(self, X, chunk_rows: int = CHUNK_ROWS) -> Iterator[tuple[pd.DataFrame, int, str]]:
         if isinstance(X, pd.DataFrame):
-            self._check_columns(list(X.columns), "input")
+            self._check_columns(list(X.columns), "X")
             plain = isinstance(X.index, pd.RangeIndex) and X.index.start == 0 and X.index.step == 1
-            yield (X if plain else X.reset_index(drop=True)), 0, "input"  # rows are counted by position
+            yield (X if plain else X.reset_index(drop=True)), 0, "X"  # rows are counted by position
         elif isinstance(X, (str, Path)):
             yield from self._read_chunks(Path(X), chunk_rows, report=PredictReport())
         else:
-            raise ExportError(f"input: expected a pandas DataFrame or the path of a CSV/Parquet file; "
-                              f"got {type(X).__name__}")
+            raise ExportError(f"X: must be a pandas DataFrame or the path of a CSV/Parquet file "
+                              f"(got {type(X).__name__})")
 
     def outputs(self, X) -> np.ndarray:
         """The network's raw outputs (logits, or standardized values) for every row."""
@@ -217,7 +217,7 @@ class Predictor:
                 del chunk  # not alive while the next chunk is parsed
                 first += n
         except (UnicodeDecodeError, pd.errors.ParserError) as e:
-            raise ExportError(f"{name}: cannot read it as CSV after row {first} "
+            raise ExportError(f"{name}: cannot read it as CSV past line {first + 1} "
                               f"({str(e).strip().splitlines()[0]})") from None
 
     def _read_parquet(self, path: Path, chunk_rows: int, report: PredictReport, keep: tuple[str, ...]):

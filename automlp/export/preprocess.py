@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from automlp.data import row_label
 from automlp.errors import ExportError
 
 FORMAT = "automlp-preprocessing"
@@ -36,11 +37,6 @@ def dtype_kind(dtype: str) -> str:
     if name.startswith("float"):
         return "float"
     return "str"
-
-
-def row_label(i: int) -> str:
-    """Rows are counted from 1 as data rows; in a CSV with a header, data row n is line n + 1."""
-    return f"row {i + 1} (line {i + 2})"
 
 
 @dataclass(frozen=True)
@@ -126,9 +122,9 @@ class FeatureTransform:
         if len(bad):
             i = int(bad[0])
             raise ExportError(
-                f"{source}: column '{name}' {row_label(first_row + i)}: {s.iloc[i]!r} is not a number; the model "
-                f"takes numbers in '{name}' (leave the value empty for missing)"
-                + (f"; {len(bad)} rows like this in all" if len(bad) > 1 else ""))
+                f"{source}: column '{name}' must hold numbers (got {s.iloc[i]!r} at {row_label(first_row + i, source)}"
+                + (f", and {len(bad) - 1} more row{'s' if len(bad) > 2 else ''} like it" if len(bad) > 1 else "")
+                + "); the model takes numbers there: leave a value empty for missing")
         return values.to_numpy(np.float64, na_value=np.nan)
 
     @staticmethod

@@ -124,7 +124,7 @@ def check_preprocessing(state: dict, data: PreparedData) -> FeatureTransform:
     mine = transform(data.raw_test)
     if mine.shape != data.X_test.shape or not np.allclose(mine, data.X_test, rtol=1e-5, atol=1e-6):
         worst = np.abs(mine - data.X_test).max() if mine.shape == data.X_test.shape else "shape"
-        raise ExportError(f"export: the preprocessing written to {PREPROCESSING} does not reproduce the fitted "
+        raise ExportError(f"{PREPROCESSING}: the preprocessing written there does not reproduce the fitted "
                           f"scikit-learn pipeline on the test split (largest difference {worst}); this is a bug, "
                           f"please report it with your scikit-learn version ({sklearn.__version__})")
     return transform
@@ -239,32 +239,35 @@ def trial_info(trial: optuna.trial.FrozenTrial, run: TrialRun) -> dict:
             "stop_reason": r.stop_reason}
 
 
-def spec_from_study_dir(folder: Path) -> Spec:
-    """The spec of a study folder, from the metadata of the model its search exported."""
+def spec_from_study_dir(folder: Path, storage: str | None = None) -> Spec:
+    """The spec of a study folder, from the metadata of the model its search exported (`storage`: the
+    --storage URL, which replaces a stored one whose password metadata.json does not keep)."""
     from automlp.spec import validate_spec_dict
 
     meta_path = Path(folder) / "model" / METADATA
     if not meta_path.is_file():
-        raise ExportError(f"STUDY: {folder} has no model/{METADATA} to take the spec from; give the spec file "
+        raise ExportError(f"{folder}: has no model/{METADATA} to take the spec from; give the spec file "
                           "(YAML) of the study instead")
     try:
         spec = validate_spec_dict(json.loads(meta_path.read_text(encoding="utf-8"))["spec"], str(meta_path))
     except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
-        raise ExportError(f"STUDY: {meta_path} holds no readable spec ({type(e).__name__}: {e}); give the spec "
+        raise ExportError(f"{meta_path}: holds no readable spec ({type(e).__name__}: {e}); give the spec "
                           "file (YAML) of the study instead") from None
     spec.output.dir = Path(folder).parent
-    if spec.study.storage is None:
-        spec.study.storage = f"journal://{(Path(folder) / 'study.journal').resolve()}"
+    if storage is not None:
+        spec.study.set_storage(storage, "--storage")
+    elif spec.study.storage is None:
+        spec.study.set_storage(f"journal://{(Path(folder) / 'study.journal').resolve()}", str(folder))
     elif "***" in spec.study.storage:
-        raise ExportError(f"STUDY: the storage of {folder} has a password metadata.json does not keep; pass it "
-                          "with --storage URL")
+        raise ExportError(f"{folder}: the study's storage needs a password, which metadata.json does not keep; "
+                          "pass the storage URL with --storage")
     return spec
 
 
 def _pick_trial(study: optuna.Study, number: int | None) -> optuna.trial.FrozenTrial:
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
-        raise ExportError(f"export: study '{study.study_name}' has no COMPLETE trial; run automlp search first")
+        raise ExportError(f"study.name: study '{study.study_name}' has no COMPLETE trial; run automlp search first")
     if number is None:
         # the report's k-fold winner when the spec asked for it (report.use_rescored_choice), else the best
         number = study.user_attrs.get(CHOICE_ATTR)
@@ -288,12 +291,12 @@ def export_study(spec: Spec, trial_number: int | None = None, refit: bool = Fals
     url = storage_url(spec)
     journal = Path(url.removeprefix("journal:").removeprefix("//")) if url.startswith("journal:") else None
     if journal is not None and not journal.is_file():  # opening it would create an empty journal
-        raise ExportError(f"export: no study '{spec.study.name}' in {redact(url)} (no such file); run automlp "
-                          "search with this spec first")
+        raise ExportError(f"{spec.study.storage_where}: no study '{spec.study.name}' in {redact(url)} (no such "
+                          "file); run automlp search with this spec first")
     try:
-        study = load_study(url, spec.study.name)
+        study = load_study(url, spec.study.name, "study.name", spec.study.storage_where)
     except StudyNotFoundError:
-        raise ExportError(f"export: no study '{spec.study.name}' in {redact(url)}; run automlp search "
+        raise ExportError(f"study.name: no study '{spec.study.name}' in {redact(url)}; run automlp search "
                           "with this spec first") from None
     data = prepare_data(spec.data, spec.study.seed)
     metric = study_metric(study, spec, data.task)

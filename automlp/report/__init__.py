@@ -63,7 +63,7 @@ def build_report(spec: Spec, study: optuna.Study | None = None, data: PreparedDa
 
     start = time.perf_counter()
     if study is None:
-        study = load_study(storage_url(spec), spec.study.name)
+        study = load_study(storage_url(spec), spec.study.name, "study.name", spec.study.storage_where)
     set_threads(spec)
     device = resolve_device(spec.training.device)
     data = data if data is not None else prepare_data(spec.data, spec.study.seed)

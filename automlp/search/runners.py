@@ -21,7 +21,7 @@ import logging
 import threading
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Protocol
 
 import optuna
@@ -29,10 +29,10 @@ import torch
 from optuna.trial import TrialState
 
 from automlp.adapters import is_heartbeat_enabled, storage_of, trial_id
-from automlp.model import MLPConfig, count_params
 from automlp.engine import Member, MemberOutcome, train_stack
+from automlp.model import MLPConfig, count_params
 from automlp.search.budget import TrialBudget
-from automlp.search.space import STRUCTURAL
+from automlp.search.space import structural_params
 from automlp.search.trial import Reporter, TrialRecord, Trials
 from automlp.spec import Spec
 
@@ -52,11 +52,25 @@ class Runner(Protocol):
         stopped by `stop` or KeyboardInterrupt (the trials still training are then FAIL)."""
 
 
+class TrialSource(Protocol):
+    """What a runner needs of the trials it drives: `automlp.search.trial.Trials` (a stand-in in tests)."""
+
+    tensors: object  # the shared data the engine trains on
+
+    def member(self, trial: optuna.Trial) -> Member: ...
+    def key(self, member: Member) -> Hashable | None: ...  # equal keys may share a stack; None: alone
+    def alone(self, member: Member) -> Member: ...  # with its own batch order
+    def stack_seed(self, leader: Member) -> int: ...  # the seed of a stack's shared batch order
+    def tell(self, study: optuna.Study, trial: optuna.Trial, member: Member, outcome: MemberOutcome,
+             population: dict | None) -> optuna.trial.FrozenTrial: ...
+
+
 class StackRunner:
     """The runner of every search. `cut_at_deadline` (default: size > 1) stops members still training when the
     deadline passes (told PRUNED); without it, as study.optimize does, they finish."""
 
-    def __init__(self, trials: Trials, size: int = 1, cut_at_deadline: bool | None = None, train=train_stack):
+    def __init__(self, trials: TrialSource, size: int = 1, cut_at_deadline: bool | None = None,
+                 train=train_stack):
         self.trials, self.size, self.train = trials, size, train
         self.cut_at_deadline = size > 1 if cut_at_deadline is None else cut_at_deadline
 
@@ -179,7 +193,7 @@ class _Session:
         return {"size": self.size, "batch_seed": self.trials.stack_seed(self.leader)}
 
     def _structural(self, trial: optuna.Trial) -> dict:
-        return {name: trial.params[name] for name in STRUCTURAL if name in trial.params}
+        return structural_params(trial.params)
 
     # ------------------------------------------------------------------ telling and refilling
 

@@ -76,7 +76,7 @@ def storage_url(spec: Spec) -> str:
 def open_study(spec: Spec, metric: str) -> optuna.Study:
     """Create or resume the study; refuse one that exists with another space or metric."""
     url = storage_url(spec)
-    storage = open_storage(url, spec.study.heartbeat_interval, spec.study.grace_period)
+    storage = open_storage(url, spec.study.heartbeat_interval, spec.study.grace_period, where=spec.study.storage_where)
     name = spec.study.name
     direction = get_metric(metric).direction
     try:
@@ -104,18 +104,24 @@ def open_study(spec: Spec, metric: str) -> optuna.Study:
     return study
 
 
-def load_study(url: str, name: str | None = None) -> optuna.Study:
+def load_study(url: str, name: str | None = None, name_where: str = "--study-name",
+               where: str = "--storage") -> optuna.Study:
     """An existing study, for reading (status, report, export); never creates one. Without a name, the storage
-    must hold exactly one study."""
-    storage = open_storage(url)
+    must hold exactly one study. `name_where` and `where` say where the name and the URL came from (a flag or a
+    spec key), for the messages."""
+    storage = open_storage(url, where=where)
     names = sorted(s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False))
+    if name is None and not names:
+        raise StudyNotFoundError(f"{where}: {redact(url)} holds no study; run automlp search first, or check {where}")
     if name is None:
-        if len(names) != 1:
-            raise StorageError(f"storage {redact(url)} holds {len(names)} studies"
-                               + (f" ({', '.join(names)}); pass --study-name" if names else ""))
+        if len(names) > 1:
+            raise StorageError(f"--study-name: {redact(url)} holds {len(names)} studies ({', '.join(names)}); "
+                               "pass one with --study-name")
         name = names[0]
     if name not in names:
-        raise StudyNotFoundError(f"no study '{name}' in {redact(url)}; studies there: {', '.join(names) or 'none'}")
+        raise StudyNotFoundError(f"{name_where}: no study '{name}' in {redact(url)}; studies there: "
+                                 f"{', '.join(names) or 'none'}. Run automlp search first, or check {name_where} "
+                                 f"and {where}")
     return optuna.load_study(study_name=name, storage=storage)
 
 

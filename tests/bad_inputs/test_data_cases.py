@@ -50,12 +50,15 @@ DATA_CASES = [
     # --- the columns
     data_case("target_missing", GOOD, "data.target: column 'label' not in data.csv; columns are: a, b, y",
               target="label"),
+    data_case("semicolon_separated_read_as_comma", GOOD.replace(",", ";"),
+              "data.target: column 'y' not in data.csv, which looks semicolon-separated (got one column, 'a;b;y'); "
+              "set data.sep: ';' in the spec", extra="  sep: ','\n"),
     data_case("drop_column_missing", GOOD, "data: column 'zz' (in drop/categorical) not in data.csv; columns are: "
               "a, b, y", extra="  drop: [zz]\n"),
     data_case("no_feature_columns", csv("y", range(40)), "data: data.csv has no feature columns besides the target "
               "'y'"),
     data_case("mixed_types", csv("a,b,y", (f"{i},{'unknown' if i == 7 else i * 2},{i % 2}" for i in range(40))),
-              "data: column 'b' mixes numbers and text (e.g. 'unknown' at line 9; 1 of 40 values); fix those "
+              "data: column 'b' mixes numbers and text (got 'unknown' at line 9; text in 1 of 40 values); fix those "
               "values, add them to data.na_values to read them as missing, or list the column in data.categorical"),
     data_case("all_constant_features", csv("a,b,y", (f"1,k,{i % 2}" for i in range(40))),
               "data: every feature column is constant (a, b); there is nothing to learn from: check data.drop and "
@@ -70,14 +73,14 @@ DATA_CASES = [
               "of every class: add rows of that class, or remove it or merge it into another class"),
     data_case("regression_target_with_text", csv("a,price", (f"{i},{'unknown' if i == 3 else i * 1.5}"
                                                              for i in range(40))),
-              "data.target: column 'price' has text (e.g. 'unknown' at line 5; 1 of 40 values), but a regression "
-              "target must be numbers; fix those values, add them to data.na_values to read them as missing, or set "
-              "data.task: classification", target="price", extra="  task: regression\n"),
+              "data.target: column 'price' has text (got 'unknown' at line 5; text in 1 of 40 values), but a "
+              "regression target must be numbers; fix those values, add them to data.na_values to read them as "
+              "missing, or set data.task: classification", target="price", extra="  task: regression\n"),
     data_case("regression_target_mostly_text_under_auto", csv("a,price", (f"{i},{'unknown' if i == 3 else i * 1.5}"
                                                                           for i in range(40))),
-              "data.target: column 'price' mixes numbers and text (e.g. 'unknown' at line 5; 1 of 40 values); fix "
-              "those values, add them to data.na_values to read them as missing, or set data.task: classification "
-              "if the values are labels", target="price"),
+              "data.target: column 'price' mixes numbers and text (got 'unknown' at line 5; text in 1 of 40 values); "
+              "fix those values, add them to data.na_values to read them as missing, or set data.task: "
+              "classification if the values are labels", target="price"),
     data_case("metric_does_not_fit_inferred_task", GOOD, "study.metric: 'r2' does not fit this classification task "
               "(inferred from the target); use one of accuracy, balanced_accuracy, f1_macro, roc_auc, log_loss, or "
               "set data.task", extra="study:\n  metric: r2\n"),

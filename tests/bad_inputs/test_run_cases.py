@@ -95,7 +95,7 @@ def test_unreachable_postgres_is_a_clear_error_without_a_hang_or_the_password(tm
     assert time.monotonic() - start < 45  # connect_timeout bounds it; port 1 refuses at once
     assert "s3cr3t-pw" not in proc.stderr + proc.stdout
     assert proc.returncode == 2
-    assert proc.stderr.startswith("error: storage: cannot open postgresql://automlp:***@127.0.0.1:1/test: "), \
+    assert proc.stderr.startswith("error: --storage: cannot open postgresql://automlp:***@127.0.0.1:1/test: "), \
         proc.stderr
     assert "Connection refused" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
@@ -103,7 +103,7 @@ def test_unreachable_postgres_is_a_clear_error_without_a_hang_or_the_password(tm
 def test_cuda_requested_where_there_is_none(tmp_path):
     if subprocess.run(["nvidia-smi"], capture_output=True, shell=False).returncode == 0 if \
             Path("/usr/bin/nvidia-smi").exists() else False:
-        pytest.skip("this machine has a GPU")
+        pytest.skip("CPU-only: checks the message on a machine without a CUDA GPU, and this one has one")
     write_spec(tmp_path, extra="training:\n  device: cuda\n")
     proc = run_automlp(SEARCH, tmp_path)
     torch_version = importlib.metadata.version("torch")
