@@ -139,7 +139,7 @@ def run_study(spec: Spec, progress: Callable | None = None, workers: int = 1) ->
 
 def export_best(outcome: SearchOutcome, spec: Spec) -> Path | None:
     """Write the search's best model to <study>/model/ (no retraining); None when no trial finished."""
-    from automlp.export.write import export_search
+    from automlp.export.final import export_search
 
     return export_search(outcome, spec)
 

@@ -188,7 +188,7 @@ def search(
     if not no_export:
         folder = export_best(outcome, spec)
         if folder is not None:
-            typer.echo(f"wrote the best model (trial #{outcome.study.best_trial.number}) to {folder}/")
+            typer.echo(f"wrote {outcome.final.describe()} to {folder}/")
     if outcome.interrupted:
         raise typer.Exit(130)
     result, rescored = report_after_search(spec, outcome, report=not no_report, export=not no_export)
@@ -314,7 +314,7 @@ def validate(
         sizes = data.sizes()
         typer.echo(f"data: {data.source}: {data.task}, rows train/val/test {sizes['train']}/{sizes['val']}/"
                    f"{sizes['test']}, {data.n_features} features after preprocessing")
-    from automlp.search import active_params
+    from automlp.search.space import active_params
 
     searched = [n for n, p in active_params(spec).items() if not p.is_fixed]
     typer.echo(f"{spec_path}: valid. study '{spec.study.name}', {len(searched)} searched parameters "
@@ -371,8 +371,9 @@ def status(
     study_alias: Optional[str] = typer.Option(None, "--study", hidden=True, help="Old name of --study-name."),
 ) -> None:
     """Trials by state, the best so far and the workers seen recently, for a study running anywhere."""
-    from automlp.storage import load_study, redact, storage_of
-    from automlp.workers import study_status, status_text
+    from automlp.report.status import status_text, study_status
+    from automlp.search.study import load_study
+    from automlp.storage import redact, storage_of
 
     n_total, flag_name = None, study_name or study_alias
     if spec_path is not None:
@@ -385,7 +386,7 @@ def status(
                         "and --storage URL")
     else:
         study_name, url, name_where, where = flag_name, storage, "--study-name", "--storage"
-    s = study_status(load_study(study_name, url, name_where, where))
+    s = study_status(load_study(url, study_name, name_where, where))
     typer.echo(json.dumps(s, indent=2) if as_json else status_text(s, redact(url), n_total))
 
 

@@ -14,13 +14,12 @@ from typing import Callable
 
 from optuna.exceptions import ExperimentalWarning
 from optuna.storages import GrpcStorageProxy
-from optuna.storages._heartbeat import BaseHeartbeat
 
 from automlp.errors import StorageError
-from automlp.storage import HeartbeatJournalStorage
+from automlp.liveness import SystemAttrHeartbeat
 
 
-class HeartbeatGrpcStorage(GrpcStorageProxy, BaseHeartbeat):
+class HeartbeatGrpcStorage(GrpcStorageProxy, SystemAttrHeartbeat):
     """Optuna's gRPC storage proxy client with automlp's system-attr heartbeats."""
 
     def __init__(self, host: str, port: int, *, heartbeat_interval: int, grace_period: int,
@@ -28,13 +27,7 @@ class HeartbeatGrpcStorage(GrpcStorageProxy, BaseHeartbeat):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ExperimentalWarning)  # the user chose the proxy by its URL
             super().__init__(host=host, port=port)
-        self._interval, self._grace, self._on_stale = heartbeat_interval, grace_period, heartbeat_stale_trial_callback
-
-    # the journal storage's heartbeats are written with set_trial_system_attr only: they work through any storage
-    record_heartbeat = HeartbeatJournalStorage.record_heartbeat
-    _get_stale_trial_ids = HeartbeatJournalStorage._get_stale_trial_ids
-    get_heartbeat_interval = HeartbeatJournalStorage.get_heartbeat_interval
-    get_heartbeat_stale_trial_callback = HeartbeatJournalStorage.get_heartbeat_stale_trial_callback
+        self._init_heartbeat(heartbeat_interval, grace_period, heartbeat_stale_trial_callback)
 
 
 def open_grpc_storage(url: str, where: str = "study.storage", **beat) -> HeartbeatGrpcStorage:

@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from optuna.storages.journal import JournalFileBackend
-from optuna.storages.journal._file import get_lock_file
 
+from automlp.adapters import get_lock_file
 from automlp.errors import StorageError
 
 _log = logging.getLogger(__name__)

@@ -29,9 +29,10 @@ from typing import Any, Callable
 
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage
-from optuna.storages._heartbeat import BaseHeartbeat
 
+from automlp.adapters import BaseHeartbeat, storage_of, trial_id
 from automlp.errors import StorageUnreachable
+from automlp.redaction import redact
 
 STORAGE_PATIENCE_S = 300.0  # the default of study.storage_patience
 FIRST_DELAY_S, MAX_DELAY_S = 0.1, 5.0
@@ -300,8 +301,6 @@ abc.update_abstractmethods(RetryingStorage)
 
 
 def _one_line(e: BaseException) -> str:
-    from automlp.storage import redact
-
     root = e
     while root.__cause__ is not None:  # the driver's own error says most (Optuna's wrapper says "commit")
         root = root.__cause__
@@ -312,11 +311,11 @@ def _one_line(e: BaseException) -> str:
 def storage_unreachable(study) -> bool:
     """True while the storage of `study` is in an outage: the objective then skips pruning (which reads the
     study) and trains on."""
-    return getattr(study._storage, "unreachable_s", None) is not None
+    return getattr(storage_of(study), "unreachable_s", None) is not None
 
 
 def retry_stats(study) -> RetryStats | None:
-    return getattr(study._storage, "stats", None)
+    return getattr(storage_of(study), "stats", None)
 
 
 class TrialLost(BaseException):
@@ -340,7 +339,7 @@ class OutageGuard:
             return
         from optuna.trial import TrialState
 
-        state = self.trial.study._storage.get_trial(self.trial._trial_id).state
+        state = storage_of(self.trial.study).get_trial(trial_id(self.trial)).state
         if state != TrialState.RUNNING:
             raise TrialLost(f"trial #{self.trial.number} was marked {state.name} by another worker while this one "
                             "could not reach the storage; its result is dropped")
@@ -348,7 +347,7 @@ class OutageGuard:
 
 def storage_notes(study) -> list[str]:
     """What opening the storage had to say (a repaired journal), for the CLI's notes."""
-    return list(getattr(study._storage, "notes", None) or [])
+    return list(getattr(storage_of(study), "notes", None) or [])
 
 
 def outage_notes(study) -> list[str]:

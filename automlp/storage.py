@@ -9,52 +9,34 @@ Sharing a study between processes needs three things Optuna leaves to us:
   `BaseHeartbeat` interface, on the journal file, which has none in Optuna 5). A running trial is stale when its
   heartbeat is older than the grace period, or at once when its process is gone from this machine. Stale trials
   are failed and retried with the same parameters (`RetryHeartbeatStaleTrialCallback`).
-- a study-wide budget: `run_trials` lets exactly `n_trials` trials finish, whatever the number of workers.
-- a clean stop: a `threading.Event` ends the loop between trials (and the objective between epochs).
+- a study-wide budget and a clean stop: those live with the runners (automlp.search.budget, .runners).
 """
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import importlib.util
 import os
-import re
-import socket
 import threading
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import optuna
 from optuna.exceptions import ExperimentalWarning
 from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
-from optuna.storages._heartbeat import BaseHeartbeat  # the interface Optuna's optimize loop calls
-from optuna.storages._cached_storage import _CachedStorage
-from optuna.storages.journal._file import BaseJournalFileLock  # the interface JournalFileBackend takes as lock_obj
-from optuna.trial import TrialState
 
+from automlp.adapters import BaseJournalFileLock, CachedStorage
 from automlp.errors import StorageError
+from automlp.redaction import redact
 from automlp.journal import RepairingJournalFileBackend, repair_torn_tail
-from automlp.retry import STORAGE_PATIENCE_S, RetryingStorage, TrialLost, unreachable_cause
+from automlp.liveness import HOST, WORKER_ATTR, SystemAttrHeartbeat, _stale_ids, is_dead_here, worker_record  # noqa: F401
+from automlp.retry import STORAGE_PATIENCE_S, RetryingStorage
 
 JOURNAL_NAME = "study.journal"
-WORKER_ATTR = "automlp:worker"  # trial system attr: which process runs the trial, and its last heartbeat
-SKIPPED_ATTR = "automlp_skipped"  # trial user attr: why a trial was failed before it trained
-SKIP_NOTE = "the study-wide n_trials was reached by other workers as this trial started; it was not trained"
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 HEARTBEAT_INTERVAL_S = 10
 GRACE_PERIOD_S = 30
-UNLIMITED = 2**31  # room left by a budget without n_trials
-
-
-def redact(text: str) -> str:
-    """`text` (a URL, or a message holding one) with every password replaced by ***, for every message, log
-    and report. The password runs to the last '@' before the host, so one holding '@' is hidden whole."""
-    text = re.sub(r"(://[^:/@\s]*:)[^/\s]*@", r"\1***@", text)
-    return re.sub(r"(?i)(password=)[^&\s]*", r"\1***", text)
 
 
 def with_driver(url: str) -> str:
@@ -76,25 +58,14 @@ def storage_of(spec) -> str:
     return spec.study.storage or default_storage_url(spec.study_dir)
 
 
-def load_study(name: str, url: str, name_where: str = "study.name", where: str = "study.storage") -> optuna.Study:
-    """An existing study, for reading (`automlp status`). `name_where` and `where` say where the name and the
-    URL came from (a spec key or a flag), for the messages."""
-    storage = open_storage(url, where=where)
-    try:
-        return optuna.load_study(study_name=name, storage=storage)
-    except KeyError:
-        names = sorted(s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False))
-        raise StorageError(f"{name_where}: no study '{name}' in {redact(url)}; studies there: "
-                           f"{', '.join(names) or 'none'}") from None
-
-
 def open_storage(url: str, heartbeat_interval: int = HEARTBEAT_INTERVAL_S, grace_period: int = GRACE_PERIOD_S,
                  max_retry: int = 3, patience: float | None = STORAGE_PATIENCE_S,
                  where: str = "study.storage") -> optuna.storages.BaseStorage:
-    """An Optuna storage for `url` (journal:///path for a journal file, else an RDB URL), with heartbeats:
-    a trial whose worker died is failed and retried with the same parameters, at most `max_retry` times.
-    Every call is retried through an outage of up to `patience` seconds (`retry.RetryingStorage`; None: not).
-    `where` names the URL's origin in errors: study.storage, --storage, or output.dir (the default journal)."""
+    """An Optuna storage for `url` (journal:///path for a journal file, grpc://host:port for Optuna's storage
+    proxy, else an RDB URL), with heartbeats: a trial whose worker died is failed and retried with the same
+    parameters, at most `max_retry` times. Every call is retried through an outage of up to `patience` seconds
+    (`retry.RetryingStorage`; None: not). `where` names the URL's origin in errors: study.storage, --storage,
+    or output.dir (the default journal)."""
     storage = _open_storage(url, heartbeat_interval, grace_period, max_retry, where)
     return storage if patience is None else RetryingStorage(storage, redact(url), patience, where)
 
@@ -126,7 +97,7 @@ def _open_storage(url: str, heartbeat_interval: int, grace_period: int, max_retr
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ExperimentalWarning)  # heartbeats: experimental since Optuna 2.9
                 # cached as optuna.create_study would; the retry proxy goes around the cache
-                return _CachedStorage(LivenessRDBStorage(with_driver(url), engine_kwargs=_engine_kwargs(url), **beat))
+                return CachedStorage(LivenessRDBStorage(with_driver(url), engine_kwargs=_engine_kwargs(url), **beat))
         except ImportError as e:
             missing = getattr(e.__cause__, "name", None) or e.name
             raise StorageError(f"{where}: the database driver for {redact(url)} is not installed ({missing}); "
@@ -192,89 +163,13 @@ class FlockJournalLock(BaseJournalFileLock):
             os.close(fd)
 
 
-# --------------------------------------------------------------------------- liveness
-
-
-def _boot_id() -> str:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()[:8]
-    except OSError:
-        return ""
-
-
-def _proc_stat(pid: int) -> tuple[str, int] | None:
-    """(state letter, start time in clock ticks) of a process, from /proc; None where there is no /proc."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return fields[0], int(fields[19])
-
-
-HOST, BOOT = socket.gethostname(), _boot_id()
-
-
-def worker_record() -> dict:
-    """Who this process is, in a form another process on the same machine can check for liveness."""
-    pid = os.getpid()
-    stat = _proc_stat(pid)
-    return {"host": HOST, "boot": BOOT, "pid": pid, "pid_start": stat[1] if stat else None}
-
-
-def is_dead_here(rec: dict) -> bool:
-    """True when `rec` names a process of this machine that no longer runs (exited, killed, a zombie, or its
-    pid reused by another process). Processes of other machines are judged by their heartbeat instead."""
-    if rec.get("host") != HOST or rec.get("boot") != BOOT:
-        return False
-    pid = int(rec.get("pid", -1))
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        pass  # alive, owned by another user
-    stat = _proc_stat(pid)
-    if stat is None:
-        return False
-    state, start = stat
-    return state in "ZX" or (rec.get("pid_start") is not None and start != rec["pid_start"])
-
-
-def _stale_ids(storage: optuna.storages.BaseStorage, study_id: int, grace_period: float | None) -> list[int]:
-    """Running trials whose process died on this machine, or (grace_period set) whose last heartbeat is older."""
-    now, out = time.time(), []
-    for t in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
-        rec = t.system_attrs.get(WORKER_ATTR)
-        if not rec or rec.get("trial_id") != t._trial_id:
-            continue  # no heartbeat yet (or one copied from the trial this one retries)
-        if is_dead_here(rec) or (grace_period is not None and now - rec.get("t", now) > grace_period):
-            out.append(t._trial_id)
-    return out
-
-
-class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
-    """Optuna's journal storage with heartbeats: each running trial's worker writes its identity and the time
-    into a system attr every `heartbeat_interval` seconds; Optuna's optimize loop then fails (and our retry
-    callback re-enqueues) the stale ones, exactly as it does for the RDB storages."""
+class HeartbeatJournalStorage(JournalStorage, SystemAttrHeartbeat):
+    """Optuna's journal storage with heartbeats (`liveness.SystemAttrHeartbeat`)."""
 
     def __init__(self, backend, *, heartbeat_interval: int, grace_period: int,
                  heartbeat_stale_trial_callback: Callable | None = None):
         super().__init__(backend)
-        self._interval, self._grace, self._on_stale = heartbeat_interval, grace_period, heartbeat_stale_trial_callback
-
-    def record_heartbeat(self, trial_id: int) -> None:
-        self.set_trial_system_attr(trial_id, WORKER_ATTR, worker_record() | {"trial_id": trial_id, "t": time.time()})
-
-    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
-        return _stale_ids(self, study_id, self._grace)
-
-    def get_heartbeat_interval(self) -> int | None:
-        return self._interval
-
-    def get_heartbeat_stale_trial_callback(self):
-        return self._on_stale
+        self._init_heartbeat(heartbeat_interval, grace_period, heartbeat_stale_trial_callback)
 
 
 class LivenessRDBStorage(RDBStorage):
@@ -301,115 +196,3 @@ def fail_stale_trials(study: optuna.Study) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
-
-
-# --------------------------------------------------------------------------- the study-wide budget
-
-
-class SkippedTrial(Exception):
-    """A trial created while other workers already held the rest of the budget; failed before training."""
-
-
-@dataclass
-class TrialBudget:
-    """Exactly `n_trials` finished trials, whatever the number of workers.
-
-    Before asking for a trial, a worker waits until the finished, running and queued trials leave room (or the
-    budget is spent). Two workers may still see the same last slot at once; after its trial exists, each counts
-    the finished trials plus the running or queued trials numbered below its own, and only the worker that fits
-    trains (the other trial is failed with a `automlp_skipped` note and never trained). Workers of one machine
-    take a file lock around "check, then create", so locally that never happens.
-    """
-
-    n_trials: int | None
-    lock_path: Path | None = None
-    poll_s: float = 0.2
-
-    def wait_for_slot(self, study: optuna.Study, stop: threading.Event, deadline: float | None) -> bool:
-        """Block until a trial may start (True), or the budget is spent, the deadline passed or stop is set."""
-        return self.wait_for_room(study, stop, deadline) > 0
-
-    def wait_for_room(self, study: optuna.Study, stop: threading.Event, deadline: float | None) -> int:
-        """Block until at least one trial may start, then return how many may (a population asks that many at
-        most); 0 when the budget is spent, the deadline passed or stop is set. Stale trials (their worker
-        died) are failed and queued for retry on every look; a queued retry may always start."""
-        while not stop.is_set() and (deadline is None or time.time() < deadline):
-            if self.n_trials is None:
-                return UNLIMITED
-            fail_stale_trials(study)
-            n = {s: 0 for s in TrialState}
-            for t in study.get_trials(deepcopy=False):
-                n[t.state] += 1
-            finished = n[TrialState.COMPLETE] + n[TrialState.PRUNED]
-            if finished >= self.n_trials:
-                return 0
-            room = self.n_trials - finished - n[TrialState.RUNNING]
-            if room > 0 or n[TrialState.WAITING]:
-                return max(room, 1)
-            stop.wait(self.poll_s)
-        return 0
-
-    def admits(self, study: optuna.Study, trial: optuna.Trial) -> bool:
-        if self.n_trials is None:
-            return True
-        held = 0
-        for t in study.get_trials(deepcopy=False):
-            if t.state in FINISHED or (t.state in (TrialState.RUNNING, TrialState.WAITING) and t.number < trial.number):
-                held += 1
-        return held < self.n_trials
-
-    @contextlib.contextmanager
-    def local_lock(self) -> Iterator[Callable[[], None]]:
-        """Hold the machine-wide lock; yields a function that releases it early (idempotent)."""
-        if self.lock_path is None:
-            yield lambda: None
-            return
-        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        held = [True]
-
-        def release() -> None:
-            if held[0]:
-                held[0] = False
-                fcntl.flock(fd, fcntl.LOCK_UN)
-
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield release
-        finally:
-            release()
-            os.close(fd)
-
-
-def run_trials(study: optuna.Study, objective: Callable[[optuna.Trial], float], budget: TrialBudget, *,
-               stop: threading.Event, deadline: float | None = None, callbacks: list | None = None,
-               catch: tuple = ()) -> bool:
-    """Run trials of `study` until the study-wide budget is spent, `deadline` (time.time()) passes or `stop`
-    is set. Returns True when stopped by `stop` or KeyboardInterrupt (the running trial is then FAIL)."""
-    release: list[Callable[[], None]] = [lambda: None]
-
-    def gated(trial: optuna.Trial) -> float:
-        release[0]()  # the trial exists now: other workers of this machine may check the budget
-        if not budget.admits(study, trial):
-            trial.set_user_attr(SKIPPED_ATTR, SKIP_NOTE)
-            raise SkippedTrial()
-        return objective(trial)
-
-    try:
-        while not stop.is_set():
-            with budget.local_lock() as release[0]:
-                if not budget.wait_for_slot(study, stop, deadline):
-                    break
-                try:
-                    study.optimize(gated, n_trials=1, callbacks=callbacks, catch=(SkippedTrial, *catch),
-                                   gc_after_trial=False)
-                except TrialLost:
-                    continue  # failed and retried by another worker during an outage: not told, not counted
-                except Exception as e:  # noqa: BLE001 - re-raised: as it was, or the outage hidden behind it
-                    cause = unreachable_cause(e)
-                    if cause is None:
-                        raise
-                    raise cause from None
-    except KeyboardInterrupt:
-        return True
-    return stop.is_set()

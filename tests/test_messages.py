@@ -75,7 +75,8 @@ def test_old_flag_names_still_work_but_are_not_shown(tmp_path):
     new = invoke("status", "--study-name", "nope", "--storage", url)
     old = invoke("status", "--study", "nope", "--storage", url)
     assert error_lines(new) == error_lines(old) == [f"error: --study-name: no study 'nope' in {url}; studies "
-                                                    "there: none"]
+                                                    "there: none. Run automlp search first, or check --study-name "
+                                                    "and --storage"]
     status_help = invoke("status", "--help").output
     report_help = invoke("report", "--help").output
     assert "--study-name" in status_help and "--study " not in status_help

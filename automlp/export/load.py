@@ -54,7 +54,7 @@ def verify(folder: str | Path) -> dict:
         raise ExportError(f"{meta_path}: not automlp model metadata (format {MODEL_FORMAT!r} with a 'files' list "
                           "expected); re-export the model")
     files = meta["files"]
-    for name in REQUIRED:
+    for name in _required(meta, meta_path):
         if name not in files:
             raise ExportError(f"{meta_path}: lists no {name}; re-export the model")
     for name, digest in files.items():
@@ -69,6 +69,17 @@ def verify(folder: str | Path) -> dict:
                               f"{str(digest)[:12]}..., got {actual[:12]}...): it changed after export; "
                               "refusing to load it. Re-export the model")
     return meta
+
+
+def _required(meta: dict, meta_path: Path) -> list[str]:
+    """The files a folder must list: the network (model.pt, or every member of an ensemble) and preprocessing."""
+    ensemble = meta.get("ensemble")
+    if ensemble is None:
+        return list(REQUIRED)
+    members = ensemble.get("members") if isinstance(ensemble, dict) else None
+    if not members or not all(isinstance(m, dict) and isinstance(m.get("file"), str) for m in members):
+        raise ExportError(f"{meta_path}: 'ensemble' lists no member files; re-export the model")
+    return [m["file"] for m in members] + ["preprocessing.json"]
 
 
 @dataclass
@@ -301,18 +312,31 @@ def load(path: str | Path, device: str = "cpu") -> Predictor:
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ExportError(f"{folder / 'preprocessing.json'}: not valid JSON ({e})") from None
     transform = FeatureTransform(state)
-    a = meta["architecture"]
-    cfg = MLPConfig(n_inputs=a["n_inputs"], n_outputs=a["n_outputs"], widths=tuple(a["widths"]),
-                    activation=a["activation"], dropout=a["dropout"])
-    if cfg.n_inputs != transform.n_features:
-        raise ExportError(f"{folder}: the network takes {cfg.n_inputs} features, preprocessing.json makes "
-                          f"{transform.n_features}; re-export the model")
     dev = torch.device(device)
-    net = build_mlp(cfg)
-    try:
-        weights = torch.load(folder / "model.pt", map_location=dev, weights_only=True)
-        net.load_state_dict(weights)
-    except (RuntimeError, ValueError, OSError) as e:
-        raise ExportError(f"{folder / 'model.pt'}: cannot load the weights ({str(e).splitlines()[0]})") from None
+    ensemble = meta.get("ensemble")
+    if ensemble is None:
+        net = _load_net(folder, "model.pt", meta["architecture"], transform.n_features, dev)
+    else:
+        from automlp.ensemble import EnsembleNet
+
+        members = [_load_net(folder, m["file"], m["architecture"], transform.n_features, dev)
+                   for m in ensemble["members"]]
+        net = EnsembleNet(members, [m["weight"] for m in ensemble["members"]], transform.spec["target"]["task"])
     net.to(dev).eval()
     return Predictor(folder, meta, transform, net, dev)
+
+
+def _load_net(folder: Path, name: str, a: dict, n_features: int, dev: torch.device) -> torch.nn.Module:
+    """One network from its architecture (metadata.json) and its weights file."""
+    cfg = MLPConfig(n_inputs=a["n_inputs"], n_outputs=a["n_outputs"], widths=tuple(a["widths"]),
+                    activation=a["activation"], dropout=a["dropout"])
+    if cfg.n_inputs != n_features:
+        raise ExportError(f"{folder}: the network in {name} takes {cfg.n_inputs} features, preprocessing.json "
+                          f"makes {n_features}; re-export the model")
+    net = build_mlp(cfg)
+    try:
+        weights = torch.load(folder / name, map_location=dev, weights_only=True)
+        net.load_state_dict(weights)
+    except (RuntimeError, ValueError, OSError) as e:
+        raise ExportError(f"{folder / name}: cannot load the weights ({str(e).splitlines()[0]})") from None
+    return net

@@ -8,7 +8,6 @@ half-written model where a good one was.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import datetime as dt
 import json
 import math
@@ -26,14 +25,18 @@ import torch
 from optuna.trial import TrialState
 
 import automlp
-from automlp.data import PreparedData, prepare_data, refit_preprocessing, resolve_device, to_tensors
+from automlp.data import PreparedData, prepare_data, resolve_device, to_tensors
 from automlp.errors import ExportError
+from automlp.search.final import refit_run
+from automlp.heldout import rank_trials
 from automlp.export.load import sha256
 from automlp.export.preprocess import FORMAT, PANDAS_NA_STRINGS, VERSION, FeatureTransform, dtype_kind
-from automlp.search import TrialRun, params_of, replay, resolve_metric, run_config, set_threads, split_scores, \
-    storage_url
+from automlp.search.run import set_threads
+from automlp.search.space import params_of
+from automlp.search.study import CHOICE_ATTR, StudyNotFoundError, load_study, storage_url, study_metric
+from automlp.search.trial import TrialRecord, TrialRun, replay, split_scores
 from automlp.spec import Spec, dump_spec
-from automlp.storage import open_storage, redact
+from automlp.storage import redact
 
 MODEL_FORMAT = "automlp-model"
 MODEL_VERSION = 1
@@ -232,18 +235,8 @@ def _metadata(run, data, spec, trial, scores, metric, refit, notes, state, files
 def trial_info(trial: optuna.trial.FrozenTrial, run: TrialRun) -> dict:
     r = run.result
     return {"number": trial.number, "value": trial.value, "params": trial.params,
-            "seed": trial.user_attrs.get("seed"), "best_epoch": r.best_epoch, "n_epochs": r.n_epochs,
+            "seed": TrialRecord.read(trial).seed, "best_epoch": r.best_epoch, "n_epochs": r.n_epochs,
             "stop_reason": r.stop_reason}
-
-
-def export_search(outcome, spec: Spec) -> Path | None:
-    """The model folder of a finished `run_search` (`SearchOutcome`): its best model, no retraining."""
-    if outcome.best_run is None:
-        return None
-    best = outcome.study.best_trial
-    return write_model(spec.study_dir / "model", outcome.best_run, outcome.data, spec,
-                       trial=trial_info(best, outcome.best_run), scores=outcome.summary["best"]["scores"],
-                       metric=outcome.metric)
 
 
 def spec_from_study_dir(folder: Path, storage: str | None = None) -> Spec:
@@ -277,9 +270,9 @@ def _pick_trial(study: optuna.Study, number: int | None) -> optuna.trial.FrozenT
         raise ExportError(f"study.name: study '{study.study_name}' has no COMPLETE trial; run automlp search first")
     if number is None:
         # the report's k-fold winner when the spec asked for it (report.use_rescored_choice), else the best
-        number = study.user_attrs.get("automlp_chosen_trial")
+        number = study.user_attrs.get(CHOICE_ATTR)
         if number is None:
-            return study.best_trial
+            return rank_trials(study)[0]
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     t = trials.get(number)
     if t is None or t.state != TrialState.COMPLETE:
@@ -288,26 +281,6 @@ def _pick_trial(study: optuna.Study, number: int | None) -> optuna.trial.FrozenT
         raise ExportError(f"--trial: trial {number} of study '{study.study_name}' {what}; only COMPLETE trials "
                           f"can be exported: {some}")
     return t
-
-
-def refit_run(run: TrialRun, data: PreparedData, device: torch.device) -> tuple[TrialRun, PreparedData, dict]:
-    """Retrain the run's configuration on train + validation for the epochs early stopping chose, with the
-    preprocessing refitted on those rows too. Returns the run, the data it was trained on, and what to record."""
-    epochs = run.result.best_epoch
-    merged = refit_preprocessing(data, np.arange(len(data.y_train) + len(data.y_val)), None)
-    n = len(merged.y_train)
-    # no held-out rows remain: every epoch counts as an improvement (min_delta -inf) and training stops after
-    # `epochs`, so the model is the last epoch's; max_epochs stays, so the lr schedule is the search's
-    tc = dataclasses.replace(run.config, patience=None, min_delta=-math.inf)
-    mlp = dataclasses.replace(run.mlp, n_inputs=merged.n_features)  # categories seen only in validation add inputs
-    refit = run_config(mlp, tc, merged, to_tensors(merged, device), lambda epoch, _: epoch >= epochs)
-    info = {"epochs": epochs, "rows": n, "split_rows": data.sizes(), "seed": tc.seed,
-            "n_features": merged.n_features,
-            "note": f"retrained on train + validation ({n} rows) for {epochs} epochs, the best epoch early "
-                    "stopping found in the search; the preprocessing was refitted on the same rows. "
-                    "Validation metrics are the search's (the refit model has seen those rows); "
-                    "train metrics are the refit model's on train + validation, test metrics the refit model's"}
-    return refit, merged, info
 
 
 def export_study(spec: Spec, trial_number: int | None = None, refit: bool = False,
@@ -321,13 +294,12 @@ def export_study(spec: Spec, trial_number: int | None = None, refit: bool = Fals
         raise ExportError(f"{spec.study.storage_where}: no study '{spec.study.name}' in {redact(url)} (no such "
                           "file); run automlp search with this spec first")
     try:
-        storage = open_storage(url, where=spec.study.storage_where)
-        study = optuna.load_study(study_name=spec.study.name, storage=storage)
-    except KeyError:
+        study = load_study(url, spec.study.name, "study.name", spec.study.storage_where)
+    except StudyNotFoundError:
         raise ExportError(f"study.name: no study '{spec.study.name}' in {redact(url)}; run automlp search "
                           "with this spec first") from None
     data = prepare_data(spec.data, spec.study.seed)
-    metric = study.user_attrs.get("automlp_metric") or resolve_metric(spec, data.task)
+    metric = study_metric(study, spec, data.task)
     trial = _pick_trial(study, trial_number)
     run = replay(trial, spec, data, to_tensors(data, device), metric)
     notes = []
@@ -339,7 +311,7 @@ def export_study(spec: Spec, trial_number: int | None = None, refit: bool = Fals
     scores = split_scores(run, data, device)
     if refit:
         val_scores = scores["val"]
-        run, data, refit_info = refit_run(run, data, device)
+        run, data, refit_info = refit_run(run, data, device, TrialRecord.read(trial).best_epoch)
         scores = split_scores(run, data, device) | {"val": val_scores}
     target = out_dir or spec.study_dir / "model"
     path = write_model(target, run, data, spec, trial=info, scores=scores, metric=metric,

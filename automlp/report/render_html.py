@@ -67,7 +67,20 @@ def _best_section(f: dict, figs: dict) -> str:
             f"<p>{e(b['architecture'])}, <b>{b['n_params']:,}</b> parameters. Trained {b['epochs_trained']} of at "
             f"most {b['max_epochs']} epochs ({e(stop)}); best validation epoch {b['best_epoch']}; training took "
             f"{b['train_time_s']:.2f} s (seed {e(b['seed'])}).</p>{layers}{params}"
-            f"<h3>Scores</h3>{scores}")
+            f"<h3>Scores</h3>{scores}{_final(f, metrics)}")
+
+
+def _final(f: dict, metrics: list[str]) -> str:
+    """The shipped model (study.final) next to the best trial, on the test split."""
+    s, b = f.get("final"), f["best"]
+    if not s:
+        return ""
+    trials = ", ".join(f"#{t}" for t in sorted({m["trial"] for m in s["members"]}))
+    rows = [[f"best trial #{b['trial']}", *(b["scores"]["test"].get(m) for m in metrics)],
+            [f"shipped ({s['kind']})", *(s["scores"]["test"].get(m) for m in metrics)]]
+    note = f"<p>{e(s['note'])}</p>" if s.get("note") else ""
+    return (f"<h3>Shipped model: {e(s['kind'])} ({len(s['members'])} networks; trials {e(trials)})</h3>"
+            f"{table(['test split', *metrics], rows, set(range(1, len(metrics) + 1)))}{note}")
 
 
 def _diagnostics(f: dict, figs: dict) -> str:

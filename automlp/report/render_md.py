@@ -40,6 +40,7 @@ def render_md(f: dict, skipped: dict | None = None) -> str:
     metrics = list(b["scores"]["val"])
     out += md_table(["split", *metrics], [[s, *(b["scores"][s].get(m) for m in metrics)]
                                           for s in ("train", "val", "test")])
+    out += _final(f, metrics)
     out += ["## Overfitting diagnostics", ""]
     out += [f"- **{x['name']}** ({x['status']}): {x['text']}" for x in f["findings"]] + [""]
     st = f["stability"]
@@ -64,6 +65,21 @@ def render_md(f: dict, skipped: dict | None = None) -> str:
         out += ["Optuna plots not drawn: " + "; ".join(f"{k} ({why})" for k, why in skipped.items()), ""]
     out += ["Figures (learning curves, capacity vs gap, predictions and Optuna's study plots) are in report.html.", ""]
     return "\n".join(out)
+
+
+def _final(f: dict, metrics: list[str]) -> list[str]:
+    """The shipped model (study.final) next to the best trial, on the test split."""
+    s = f.get("final")
+    if not s:
+        return []
+    b = f["best"]
+    trials = ", ".join(f"#{t}" for t in sorted({m["trial"] for m in s["members"]}))
+    out = [f"## Shipped model: {s['kind']} ({len(s['members'])} networks; trials {trials})", ""]
+    out += md_table(["test split", *metrics], [[f"best trial #{b['trial']}", *(b["scores"]["test"].get(m)
+                                                                                 for m in metrics)],
+                                               [f"shipped ({s['kind']})", *(s["scores"]["test"].get(m)
+                                                                           for m in metrics)]])
+    return out + ([cell(s["note"]), ""] if s.get("note") else [])
 
 
 def _predictions(f: dict) -> list[str]:

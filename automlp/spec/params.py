@@ -9,11 +9,8 @@ from typing import Any, Literal
 from pydantic import ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-ACTIVATIONS = ("identity", "logistic", "tanh", "relu", "leaky_relu", "gelu", "silu")
-ACTIVATION_ALIASES = {"sigmoid": "logistic", "linear": "identity", "swish": "silu"}
-OPTIMIZERS = ("adam", "adamw", "sgd", "lbfgs")
-OPTIMIZER_ALIASES = {"lbfgs": "lbfgs", "l-bfgs": "lbfgs"}
-LR_SCHEDULES = ("constant", "invscaling", "adaptive", "cosine")
+from automlp.registry import ACTIVATION_ALIASES, ACTIVATIONS, LR_SCHEDULES, OPTIMIZER_ALIASES, OPTIMIZERS  # noqa: F401
+
 MAX_WIDTH = 16384
 MAX_DEPTH = 32
 

@@ -181,6 +181,18 @@ class StudySpec(_Section):
     sampler: SamplerSpec = Field(default_factory=SamplerSpec)
     pruner: PrunerSpec = Field(default_factory=PrunerSpec)
     storage: str | None = Field(None, description="An Optuna storage URL; default: a journal file in the study folder")
+    validation: Literal["holdout", "kfold", "auto"] = Field(
+        "holdout", description="How a trial is scored: on the validation split (holdout); as the mean over `folds` "
+        "folds of train+validation, one model per fold (kfold); auto: kfold when train+validation has fewer than "
+        "5000 rows, else holdout")
+    folds: int = Field(5, ge=2, le=20, description="Folds of a k-fold trial (study.validation: kfold or auto)")
+    final: Literal["best", "refit", "bag", "ensemble"] = Field(
+        "best", description="The model shipped at the end of the search: the best trial's model (best); its "
+                            "configuration retrained on train+validation (refit); its fold models averaged (bag); "
+                            "a weighted ensemble of the top trials chosen greedily on held-out predictions "
+                            "(ensemble)")
+    ensemble_size: int = Field(25, ge=1, le=1000, description="Rounds of greedy ensemble selection (final: "
+                                                              "ensemble): at most this many members, with repeats")
     heartbeat_interval: int = Field(10, ge=1, le=3600, description="Seconds between a running trial's heartbeats")
     grace_period: int = Field(30, ge=2, le=86400, description="Seconds without a heartbeat before a running trial "
                               "counts as lost (failed and retried); a dead process on the same machine counts at once")
