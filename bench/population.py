@@ -121,8 +121,8 @@ def make_stack(k, X, y, n_out, fused=None):
     lrs = torch.logspace(-4, -2, k).tolist()
     configs = [TrainConfig(optimizer="adam", lr=lr, alpha=1e-4, batch_size=BATCH, seed=i) for i, lr in enumerate(lrs)]
     stepper = StackStepper([MLPConfig(X.shape[1], n_out, WIDTHS, "relu")] * k, configs, [data] * k, data, 1)
-    if fused is not None:
-        net = stepper.net
+    if fused is not None:  # the optimizer forms compared on the autograd stack (the kernel has its own update)
+        net, stepper.kernel = stepper.net, None
         stepper.opt = StackedOptimizer(net.flat, net.flat_grad, "adam", {"lr": lrs, "alpha": [1e-4] * k},
                                        fused=fused, n_decay=net.n_weights)
     return stepper

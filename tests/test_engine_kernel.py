@@ -239,3 +239,18 @@ def test_members_with_their_own_rows_and_batch_order():
             total += oracle.step(k, X[k, idx], y[k, idx].view(-1, 1), [None, None]) * len(idx)
         assert got[k].item() == pytest.approx(total / 30, abs=TOL)
     _assert_same_params(kernel, oracle, sizes)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_a_stack_of_one_trains_as_its_net(optimizer):
+    # K = 1 is the engine's sequential path
+    sizes = list(zip([D, 12, 8], [12, 8, 2]))
+    oracle = Oracle("gelu", "regression", optimizer, 2)
+    kernel = StackKernel(oracle.flat(sizes)[:1].clone(), sizes, "gelu", "regression", optimizer, lr=LR[:1],
+                         alpha=[1e-2], betas=BETAS[:1], momentum=MOMENTUM[:1], nesterov=NESTEROV[:1])  # fmt: skip
+    oracle.opts[0].param_groups[0]["weight_decay"] = 1e-2
+    gen = torch.Generator().manual_seed(8)
+    for b in BATCHES:
+        x, y = _batch("regression", b, False, 2, gen)
+        assert kernel.step(x, y)[0].item() == pytest.approx(oracle.step(0, x, y, [None, None]), abs=TOL)
+    torch.testing.assert_close(kernel.flat[0], oracle.flat(sizes)[0], atol=TOL, rtol=0)

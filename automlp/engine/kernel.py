@@ -2,26 +2,22 @@
 
 The stacked form of the single-net fast path. Member k's parameters are row k of one flat (K, P) tensor in the
 stack layout (all weights, then all biases; a layer's weight is a (K, in, out) view, its bias a (K, out) view), so
-every layer of every member is one batched matrix product: `baddbmm` over the K members. A batch shared by all
-members enters as a stride-0 (K, B, d) view (never copied K times); members with their own rows pass (K, B, d).
-(One wide (B, d) x (d, K * h) product for the first layer was no faster on a CPU: 252 vs 271 us at K = 32 on
-digits, but it needs a member-interleaved copy of the weights every step and, for the gradient, a (B, K, h) layout
-that the next layer's bmm cannot write cheaply.)
-The output layer is computed transposed, (K, n_out, B): a softmax over a short contiguous row of 10 logits is many
-times slower on a CPU than over the leading dimension of the transposed layout.
+each layer of all members is one `baddbmm`. A batch shared by all members enters as a stride-0 (K, B, d) view, never
+copied (one wide (B, d) x (d, K * h) product was no faster on a CPU, 252 vs 271 us at K = 32 on digits, and needs a
+member-interleaved weight copy every step); members with their own rows pass (K, B, d). The output layer is
+computed transposed, (K, n_out, B): a softmax over 10 contiguous logits is many times slower on a CPU.
 
-The derivatives are the ones autograd uses (aten's threshold_backward, tanh_backward, ...), so a member trains
-exactly as its own network would under autograd and torch.optim, to float rounding: tests/test_engine_kernel.py
-checks it member by member. Narrower members are zero-padded to the widest: a padded unit has zero weights in and
-out and a zero bias, so it outputs act(0) = 0, receives zero gradient and its weights stay zero. Only `logistic`
-(sigmoid(0) = 1/2) needs a mask after the activation.
+The derivatives are the ones autograd uses (aten's threshold_backward, ...), so each member trains as its own net
+would under autograd and torch.optim, to float rounding (tests/test_engine_kernel.py). Narrower members are
+zero-padded: a padded unit has zero weights in and out and a zero bias, so it outputs act(0) = 0, gets zero
+gradient and stays zero; only `logistic` (sigmoid(0) = 1/2) needs a mask after the activation.
 
-The update is torch's own fused single-pass kernel (`torch._fused_adam_` & co, what `Adam(fused=True)` runs),
-once per member on its slices (per-member lr, betas, decay are plain floats there); or, with `fused=False`, ~10
-tensor ops over the whole (K, P) stack with (K, 1) hyperparameter columns (the form for GPUs: the kernel count does
-not grow with K). On a CPU the fused form wins by far (bench/stack_kernel.py). With it the weight gradients live in
-one contiguous (K, in * out) block per layer: a CPU `bmm` writing into a (K, in, out) view whose member stride is P
-takes 2-3x as long. The vectorised update reads one (K, P) gradient, `grad`, and the blocks are views of it.
+The update is torch's fused single-pass kernel (`torch._fused_adam_` & co, what `Adam(fused=True)` runs) once per
+member on its slices, its lr, betas and decay as plain floats; or, with `fused=False`, ~10 ops over the whole (K, P)
+stack with (K, 1) hyperparameter columns (for GPUs: the kernel count does not grow with K). On a CPU the fused form
+wins (bench/stack_kernel.py). With it each layer's weight gradient is one contiguous (K, in * out) block: a CPU bmm
+writing into a (K, in, out) view with member stride P took 2-3x as long. The vectorised update reads one (K, P)
+gradient, `grad`, of which the blocks are views.
 """
 
 from __future__ import annotations
@@ -114,31 +110,24 @@ class StackKernel:
         self._masks = self._make_masks()
         self._buffers: dict[int, dict] = {}
         self._minus_one = torch.full((1, 1, 1), -1.0, device=self.device)
+        n_in, n_out = self.sizes[-1]
+        self._wt, self._gwt = (torch.empty(k, n_out, n_in, device=self.device) for _ in range(2))
         self._rows = [self._member_rows(m) for m in range(k)] if self.fused else None
         self._refresh()
 
-    # ------------------------------------------------------------------ layout
     def _split(self, full: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         """A (K, P) tensor's per-layer weight blocks (K, in * out) and its bias block (K, n_biases)."""
-        off, blocks = 0, []
-        for i, o in self.sizes:
-            blocks.append(full[:, off:off + i * o])
-            off += i * o
-        return blocks, full[:, off:]
+        return list(full[:, :self.n_weights].split([i * o for i, o in self.sizes], 1)), full[:, self.n_weights:]
 
     def _views(self, flat: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         blocks, biases = self._split(flat)
         return [b.view(-1, i, o) for b, (i, o) in zip(blocks, self.sizes)], self._bias_views(biases)
 
     def _bias_views(self, block: torch.Tensor) -> list[torch.Tensor]:
-        offs = [0]
-        for _, o in self.sizes:
-            offs.append(offs[-1] + o)
-        return [block[:, lo:hi] for lo, hi in zip(offs[:-1], offs[1:])]
+        return list(block.split([o for _, o in self.sizes], 1))
 
     def _store(self) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor | None]:
-        """Zeroed gradient-shaped storage: (weight blocks, bias block, the (K, P) tensor they are views of); with
-        the fused update every block is a tensor of its own, contiguous (K, in * out), and the third is None."""
+        """Zeroed (weight blocks, bias block, their (K, P) tensor or None: fused, each block a tensor of its own)."""
         if not self.fused:
             full = torch.zeros_like(self.flat)
             return (*self._split(full), full)
@@ -164,7 +153,6 @@ class StackKernel:
                 mask[k, 0, :units] = 1.0
         return masks
 
-    # ------------------------------------------------------------------ hyperparameters and members
     def set_lr(self, lr: Sequence[float]) -> None:
         """Each member's learning rate from now on (the engine applies its schedule here, once per epoch)."""
         self.hp["lr"] = _per_member(lr, self.k, None, "lr")
@@ -209,8 +197,9 @@ class StackKernel:
         p = torch.tensor([float(x) for x in h["dropout"]], device=self.device)
         self._drop = p.view(-1, 1, 1) if bool((p > 0).any()) else None
         self._drop_scale = (1.0 / (1.0 - p)).view(-1, 1, 1)
+        if self.fused:  # stopped members make no call: nothing of theirs moves
+            self._calls = [c for m in range(self.k) if self.active[m] for c in self._fused_calls(m)]
 
-    # ------------------------------------------------------------------ one batch
     def _bufs(self, b: int) -> dict:
         """Work tensors for a batch of b rows, made once per batch size: no allocation per step."""
         if b not in self._buffers:
@@ -261,8 +250,13 @@ class StackKernel:
         return ins, acts, pres, noises
 
     def _output(self, h: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
-        """The output layer transposed: (K, n_out, B) = W^T h^T + b."""
-        return torch.baddbmm(self.B[-1].unsqueeze(2), self.W[-1].transpose(1, 2), h.transpose(1, 2), out=out)
+        """The output layer transposed: (K, n_out, B) = W^T h^T + b.
+
+        W^T is copied to a contiguous (K, n_out, h) first (K * h * n_out floats): a product of two transposed views
+        with a leading dimension of 5 ran 9x slower (2.2 ms vs 0.24 ms, K = 16, 128 -> 5 outputs)."""
+        wt = torch.transpose(self.W[-1], 1, 2)
+        wt = self._wt.copy_(wt) if out is not None else wt.contiguous()
+        return torch.baddbmm(self.B[-1].unsqueeze(2), wt, h.transpose(1, 2), out=out)
 
     def _loss(self, out_t: torch.Tensor, y: torch.Tensor, grad: bool):
         """Each member's mean loss (K,) and, with grad, d(its loss)/d(out_t) in place of out_t."""
@@ -274,7 +268,9 @@ class StackKernel:
             loss = ls.gather(1, idx).sum((1, 2)).mul_(-1.0 / b)
             if not grad:
                 return loss, None
-            g = ls.exp_().scatter_add_(1, idx, self._minus_one.expand(k, 1, b))
+            # exp of a log-probability below -87 is 0 in float32 (or a subnormal): the clamp keeps the CPU's exp off
+            # its slow path for such inputs (40x slower), which confident members reach within a few epochs
+            g = ls.clamp_(min=-87.0).exp_().scatter_add_(1, idx, self._minus_one.expand(k, 1, b))
             return loss, g.mul_(1.0 / b)
         t = y.view(b, 1) if y.dim() == 1 else y  # (B, n_out) or (K, B, n_out)
         diff = out_t.sub_(t.transpose(-1, -2))  # MSE over b * n_out elements: d/d out = 2 (out - y) / (b n_out)
@@ -285,11 +281,12 @@ class StackKernel:
     def _backward(self, ins, acts, pres, noises, g_t, bufs) -> None:
         bwd = ACTIVATIONS[self.activation][2]
         last = len(self.sizes) - 1
-        torch.bmm(ins[-1].transpose(1, 2), g_t.transpose(1, 2), out=self.GW[last])
+        # the output layer's gradient transposed, from two contiguous operands (see _output)
+        self.GW[last].copy_(torch.bmm(g_t, ins[-1], out=self._gwt).transpose(1, 2))
         torch.sum(g_t, 2, out=self.GB[last])
         if last == 0:
             return
-        g = torch.bmm(g_t.transpose(1, 2), self.W[last].transpose(1, 2), out=bufs["g"][last - 1])
+        g = torch.bmm(g_t.transpose(1, 2), self._wt, out=bufs["g"][last - 1])
         for layer in range(last - 1, -1, -1):
             if noises[layer] is not None:
                 g.mul_(noises[layer])
@@ -299,7 +296,6 @@ class StackKernel:
             if layer > 0:
                 g = torch.bmm(g, self.W[layer].transpose(1, 2), out=bufs["g"][layer - 1])
 
-    # ------------------------------------------------------------------ the update
     def _update(self) -> None:
         self.steps.add_(self._cols["active"].view(-1))  # torch.optim counts the step before its update
         if self.fused:
@@ -308,9 +304,8 @@ class StackKernel:
             n_threads = torch.get_num_threads()
             torch.set_num_threads(1 if self.device.type == "cpu" else n_threads)
             try:
-                for m in range(self.k):
-                    if self.active[m]:
-                        self._fused_member(m)
+                for kernel, args, kwargs in self._calls:
+                    kernel(*args, **kwargs)
             finally:
                 torch.set_num_threads(n_threads)
         elif self.optimizer == "sgd":
@@ -318,23 +313,28 @@ class StackKernel:
         else:
             self._adam()
 
-    def _fused_member(self, m: int) -> None:
+    def _fused_calls(self, m: int) -> list[tuple]:
+        """Member m's update as (kernel, args, kwargs) calls, made when hyperparameters change, not every step."""
         h, rows, n = self.hp, self._rows[m], len(self.sizes)
         lr, alpha = float(h["lr"][m]), float(h["alpha"][m])
         # weight decay acts on the weights only: with alpha > 0 the weights and the biases take two calls
         parts = [(slice(0, n), alpha), (slice(n, n + 1), 0.0)] if alpha else [(slice(0, n + 1), 0.0)]
+        calls = []
         for part, decay in parts:
             p, g, *state = [r[part] for r in rows]
-            if self.optimizer == "sgd":
+            if self.optimizer == "sgd":  # a zero buffer: the first step gives buf = grad, as torch.optim.SGD
                 mu = float(h["momentum"][m])
-                fused_steps()["sgd"](p, g, state[0] if mu else [], weight_decay=decay, momentum=mu, lr=lr,
-                                  dampening=0.0, nesterov=bool(h["nesterov"][m]) and mu > 0, maximize=False,
-                                  is_first_step=False)  # fmt: skip  (zero buffer: the first step gives buf = grad)
+                calls.append((fused_steps()["sgd"], (p, g, state[0] if mu else []),
+                              {"weight_decay": decay, "momentum": mu, "lr": lr, "dampening": 0.0,
+                               "nesterov": bool(h["nesterov"][m]) and mu > 0, "maximize": False,
+                               "is_first_step": False}))  # fmt: skip
                 continue
             kernel = fused_steps()[self.optimizer]  # adam | adamw
             b1, b2 = h["betas"][m]
-            kernel(p, g, state[0], state[1], [], [self.steps[m]] * len(p), lr=lr, beta1=float(b1), beta2=float(b2),
-                   weight_decay=decay, eps=self.eps, amsgrad=False, maximize=False)  # fmt: skip
+            calls.append((kernel, (p, g, state[0], state[1], [], [self.steps[m]] * len(p)),
+                          {"lr": lr, "beta1": float(b1), "beta2": float(b2), "weight_decay": decay, "eps": self.eps,
+                           "amsgrad": False, "maximize": False}))  # fmt: skip
+        return calls
 
     def _prologue(self) -> tuple[torch.Tensor, torch.Tensor, dict, torch.Tensor]:
         p, g, c = self.flat, self.grad, self._cols
@@ -372,7 +372,6 @@ class StackKernel:
             d.masked_fill_(on == 0, 0.0)
         p.addcmul_(d, -c["lr"])
 
-    # ------------------------------------------------------------------ epochs and evaluation
     def train_epoch(self, X: torch.Tensor, y: torch.Tensor, perm: torch.Tensor, batch_size: int) -> torch.Tensor:
         """One pass in the order `perm`; returns each member's mean training loss, (K,), as a device tensor.
 
