@@ -25,6 +25,7 @@ ACTIVATION_ALIASES = {"sigmoid": "logistic", "linear": "identity", "swish": "sil
 OPTIMIZERS = ("adam", "adamw", "sgd", "lbfgs")
 OPTIMIZER_ALIASES = {"lbfgs": "lbfgs", "l-bfgs": "lbfgs"}
 LR_SCHEDULES = ("constant", "invscaling", "adaptive", "cosine")
+NUMERIC_PREPROCESSING = ("standard", "quantile", "robust_clip")
 CLASSIFICATION_METRICS = ("accuracy", "balanced_accuracy", "f1_macro", "roc_auc", "log_loss")
 REGRESSION_METRICS = ("rmse", "mae", "r2")
 METRIC_DIRECTIONS = {
@@ -209,6 +210,8 @@ class DataSpec(_Section):
     split_seed: int | None = Field(None, description="Seed of the splits (default: study.seed)")
     max_categories: int = Field(50, ge=2, le=10_000,
                                 description="One-hot at most this many categories per column; rarer ones share one")
+    missing_indicators: bool = Field(True, description="Add a 0/1 column per numeric column that has missing values "
+                                     "in the training rows (1 = was missing; the value itself is imputed)")
 
     @field_validator("dataset")
     @classmethod

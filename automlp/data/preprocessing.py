@@ -28,20 +28,50 @@ def column_kinds(X: pd.DataFrame, forced: list[str]) -> tuple[list[str], list[st
     return numeric, categorical
 
 
-def make_preprocessor(numeric: list[str], categorical: list[str], max_categories: int) -> ColumnTransformer:
+def numeric_steps(method: str, n_rows: int) -> list:
+    """The scaling of numeric columns after median imputation (`space.numeric_preprocessing`):
+    standard: (x - mean) / std; quantile: QuantileTransformer to a normal distribution (at most 1,000 quantiles);
+    robust_clip: (x - median) / IQR, then smooth clipping x / sqrt(1 + (x/3)^2), as RealMLP."""
+    from sklearn.preprocessing import FunctionTransformer, QuantileTransformer, StandardScaler
+
+    if method == "standard":
+        return [("scale", StandardScaler())]
+    if method == "quantile":
+        return [("quantile", QuantileTransformer(n_quantiles=max(1, min(1000, n_rows)), output_distribution="normal",
+                                                 subsample=1_000_000, random_state=0))]
+    if method == "robust_clip":
+        from automlp.data.robust import RobustRangeScaler, smooth_clip
+
+        return [("scale", RobustRangeScaler()),
+                ("clip", FunctionTransformer(smooth_clip, feature_names_out="one-to-one"))]
+    raise ValueError(f"unknown numeric preprocessing {method!r}")
+
+
+def make_preprocessor(numeric: list[str], categorical: list[str], max_categories: int, method: str = "standard",
+                      n_rows: int = 1000, indicate: list[str] | None = None) -> ColumnTransformer:
+    """Numeric columns imputed and scaled by `method`, categorical ones one-hot encoded, then a 0/1 column per
+    column of `indicate` (numeric columns with missing values in the training rows): 1 where the value was missing.
+    `n_rows` (the training rows) caps the quantiles."""
     from sklearn.compose import ColumnTransformer
-    from sklearn.impute import SimpleImputer
+    from sklearn.impute import MissingIndicator, SimpleImputer
     from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+    from sklearn.preprocessing import OneHotEncoder
 
     num = Pipeline([("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
-                    ("scale", StandardScaler())])
+                    *numeric_steps(method, n_rows)])
     cat = Pipeline([("impute", SimpleImputer(strategy="constant", fill_value=MISSING_CATEGORY,
                                              keep_empty_features=True)),
                     ("onehot", OneHotEncoder(handle_unknown="infrequent_if_exist", max_categories=max_categories,
                                              sparse_output=False, dtype=np.float32))])
-    return ColumnTransformer([("num", num, numeric), ("cat", cat, categorical)], remainder="drop",
-                             verbose_feature_names_out=False)
+    parts = [("num", num, numeric), ("cat", cat, categorical)]
+    if indicate:
+        parts.append(("missing", MissingIndicator(features="all"), list(indicate)))
+    return ColumnTransformer(parts, remainder="drop", verbose_feature_names_out=False)
+
+
+def missing_numeric(X: pd.DataFrame, numeric: list[str]) -> list[str]:
+    """Numeric columns with a missing value in `X` (the training rows): they get an indicator column."""
+    return [c for c in numeric if X[c].isna().any()]
 
 
 def as_categories(X: pd.DataFrame, categorical: list[str]) -> pd.DataFrame:

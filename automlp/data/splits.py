@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from automlp.data.preprocessing import column_kinds, as_categories, feature_notes, make_preprocessor
+from automlp.data.preprocessing import as_categories, column_kinds, feature_notes, make_preprocessor, missing_numeric
 from automlp.data.readers import RawData, read_data
 from automlp.errors import DataError
 from automlp.spec import DataSpec
@@ -49,6 +49,8 @@ class PreparedData:
     input_dtypes: dict[str, str] = field(default_factory=dict)  # raw column -> dtype as read (export needs it)
     raw_fit: pd.DataFrame | None = None  # raw rows of train then validation, to refit the preprocessing on
     max_categories: int = 50
+    numeric_preprocessing: str = "standard"  # space.numeric_preprocessing: standard | quantile | robust_clip
+    missing_indicators: list[str] = field(default_factory=list)  # numeric columns with a 0/1 missing column
 
     @property
     def n_features(self) -> int:
@@ -138,8 +140,9 @@ def _split(n: int, y: np.ndarray | None, size: float, seed: int, what: str) -> t
                         "use a larger data set or change data.test_size / data.val_size") from None
 
 
-def prepare_data(spec: DataSpec, seed: int, raw: RawData | None = None) -> PreparedData:
-    """Read (unless given), split with the seed, fit the preprocessing on the training split, transform."""
+def prepare_data(spec: DataSpec, seed: int, raw: RawData | None = None, numeric: str = "standard") -> PreparedData:
+    """Read (unless given), split with the seed, fit the preprocessing on the training split (numeric columns
+    scaled by `numeric`), transform. The splits depend on the seed alone, never on `numeric`."""
     raw = raw if raw is not None else read_data(spec)
     seed = spec.split_seed if spec.split_seed is not None else seed
     target_name = spec.target or str(raw.y.name)
@@ -172,11 +175,12 @@ def prepare_data(spec: DataSpec, seed: int, raw: RawData | None = None) -> Prepa
     tr, va = _split(len(rest), strat[rest] if strat is not None else None, spec.val_size, seed + 1, "validation")
     train_idx, val_idx = rest[tr], rest[va]
 
-    numeric, categorical = column_kinds(X, spec.categorical)
+    numeric_cols, categorical = column_kinds(X, spec.categorical)
     input_dtypes = {str(c): str(X[c].dtype) for c in X.columns}
     X = as_categories(X, categorical)
     notes += feature_notes(X, categorical, spec.max_categories)
-    pre = make_preprocessor(numeric, categorical, spec.max_categories)
+    indicate = missing_numeric(X.iloc[train_idx], numeric_cols) if spec.missing_indicators else []
+    pre = make_preprocessor(numeric_cols, categorical, spec.max_categories, numeric, len(train_idx), indicate)
     X_train = pre.fit_transform(X.iloc[train_idx]).astype(np.float32)
     X_val = pre.transform(X.iloc[val_idx]).astype(np.float32)
     if raw.X_test is not None:
@@ -194,11 +198,12 @@ def prepare_data(spec: DataSpec, seed: int, raw: RawData | None = None) -> Prepa
         y_train, y_val, y_test = (a.astype(np.float32) for a in (y_train, y_val, y_test))
     return PreparedData(
         X_train=X_train, y_train=y_train, X_val=X_val, y_val=y_val, X_test=X_test, y_test=y_test, task=task,
-        classes=classes, input_columns=list(map(str, X.columns)), numeric_columns=numeric,
+        classes=classes, input_columns=list(map(str, X.columns)), numeric_columns=numeric_cols,
         categorical_columns=categorical, feature_names=list(pre.get_feature_names_out()), preprocessor=pre,
         target_name=target_name, target_mean=mean, target_std=std, raw_test=raw_test, notes=notes,
         source=raw.source, input_dtypes=input_dtypes,
-        raw_fit=pd.concat([X.iloc[train_idx], X.iloc[val_idx]], ignore_index=True), max_categories=spec.max_categories)
+        raw_fit=pd.concat([X.iloc[train_idx], X.iloc[val_idx]], ignore_index=True), max_categories=spec.max_categories,
+        numeric_preprocessing=numeric, missing_indicators=indicate)
 
 
 def refit_preprocessing(data: PreparedData, fit_rows: np.ndarray, eval_rows: np.ndarray | None) -> PreparedData:
@@ -209,7 +214,9 @@ def refit_preprocessing(data: PreparedData, fit_rows: np.ndarray, eval_rows: np.
     if data.raw_fit is None:
         raise ValueError("these data carry no raw rows to refit the preprocessing on")
     y = np.concatenate([data.y_train, data.y_val])
-    pre = make_preprocessor(data.numeric_columns, data.categorical_columns, data.max_categories)
+    # the same indicator columns as the search's data, so a refit model takes the same kind of features
+    pre = make_preprocessor(data.numeric_columns, data.categorical_columns, data.max_categories,
+                            data.numeric_preprocessing, len(fit_rows), data.missing_indicators)
     X_fit = pre.fit_transform(data.raw_fit.iloc[fit_rows]).astype(np.float32)
     if eval_rows is None:
         eval_rows, X_eval = fit_rows, X_fit

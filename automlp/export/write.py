@@ -48,17 +48,29 @@ METADATA = "metadata.json"
 
 
 def _numeric_state(data: PreparedData) -> dict:
-    cols = data.numeric_columns
+    """The fitted numeric pipeline as numbers: imputation values, then the scaling of `data.numeric_preprocessing`
+    (standard: mean, scale; robust_clip: center, scale, clip; quantile: per column its quantiles, and the
+    references they map to), then the columns that get a missing-value indicator."""
+    cols, method = data.numeric_columns, data.numeric_preprocessing
+    out = {"columns": cols, "method": method, "missing_indicators": list(data.missing_indicators)}
     if not cols:
-        return {"columns": [], "impute": [], "mean": [], "scale": []}
+        return out | {"impute": [], "mean": [], "scale": []} if method == "standard" else out | {"impute": []}
     pipe = data.preprocessor.named_transformers_["num"]
-    imputer, scaler = pipe.named_steps["impute"], pipe.named_steps["scale"]
     # keep_empty_features: a column that was all missing in training imputes 0, as sklearn does
-    impute = np.nan_to_num(np.asarray(imputer.statistics_, np.float64), nan=0.0)
+    out["impute"] = np.nan_to_num(np.asarray(pipe.named_steps["impute"].statistics_, np.float64), nan=0.0).tolist()
+    if method == "quantile":
+        q = pipe.named_steps["quantile"]
+        return out | {"quantiles": np.asarray(q.quantiles_, np.float64).T.tolist(),
+                      "references": np.asarray(q.references_, np.float64).tolist()}
+    scaler = pipe.named_steps["scale"]
+    if method == "robust_clip":
+        from automlp.data.robust import CLIP
+
+        return out | {"center": np.asarray(scaler.center_, np.float64).tolist(),
+                      "scale": np.asarray(scaler.scale_, np.float64).tolist(), "clip": CLIP}
     mean = scaler.mean_ if scaler.with_mean else np.zeros(len(cols))
     scale = scaler.scale_ if scaler.with_std else np.ones(len(cols))
-    return {"columns": cols, "impute": impute.tolist(), "mean": np.asarray(mean, np.float64).tolist(),
-            "scale": np.asarray(scale, np.float64).tolist()}
+    return out | {"mean": np.asarray(mean, np.float64).tolist(), "scale": np.asarray(scale, np.float64).tolist()}
 
 
 def _categorical_state(data: PreparedData) -> dict:
