@@ -61,3 +61,15 @@ def test_the_splits_do_not_depend_on_the_preprocessing(method):
     base, other = prepare_data(spec, 0), prepare_data(spec, 0, numeric=method)
     assert np.array_equal(base.y_train, other.y_train) and np.array_equal(base.y_test, other.y_test)
     assert other.numeric_preprocessing == method
+
+
+def test_variants_prepare_each_choice_once_on_the_same_rows():
+    import torch
+
+    from automlp.data import DataVariants
+
+    variants = DataVariants(DataSpec(dataset="sklearn:diabetes"), 0, torch.device("cpu"))
+    a, b = variants.prepared("quantile"), variants.prepared("robust_clip")
+    assert variants.prepared("quantile") is a and variants.tensors("quantile") is variants.tensors("quantile")
+    assert np.array_equal(a.y_train, b.y_train) and not np.allclose(a.X_train, b.X_train)
+    assert torch.equal(variants.tensors("robust_clip").X_train, torch.as_tensor(b.X_train))
