@@ -160,6 +160,7 @@ def search(
                  data_path=data_path)
     if workers > 1:
         start_worker_server()  # its imports overlap with the ones below
+    from automlp.report.summary import summarize
     from automlp.search import run_search
 
     quiet_optuna()
@@ -170,6 +171,7 @@ def search(
                 outcome = run_parallel(spec, workers, progress=progress, stop=stop)
             else:
                 outcome = run_search(spec, progress=progress, stop=stop)
+        summary = summarize(outcome, spec)
     except OSError as e:  # reading errors are DataError/StorageError by now: this is the study folder
         _fail(f"output.dir: cannot write in {spec.study_dir}: {_os_message(e)}")
     finally:
@@ -177,7 +179,7 @@ def search(
             progress.close()
     for note in outcome.notes:
         typer.echo(f"note: {note}", err=True)
-    typer.echo(best_table(outcome.summary))
+    typer.echo(best_table(summary))
     typer.echo(f"wrote {spec.study_dir / 'summary.json'} and summary.md")
     if not no_export:
         _export_best(outcome, spec)
@@ -222,7 +224,8 @@ def report(
     """Write the study report (report.html, report.md, report.json): best model and overfitting diagnostics."""
     import optuna
 
-    from automlp.report import build_report, load_study, spec_of_study
+    from automlp.report import build_report, spec_of_study
+    from automlp.search.study import load_study
     from automlp.spec import apply_overrides
     from automlp.storage import JOURNAL_NAME, default_storage_url
 
@@ -349,7 +352,7 @@ def validate(
         sizes = data.sizes()
         typer.echo(f"data: {data.source}: {data.task}, rows train/val/test {sizes['train']}/{sizes['val']}/"
                    f"{sizes['test']}, {data.n_features} features after preprocessing")
-    from automlp.search import active_params
+    from automlp.search.space import active_params
 
     searched = [n for n, p in active_params(spec).items() if not p.is_fixed]
     typer.echo(f"{spec_path}: valid. study '{spec.study.name}', {len(searched)} searched parameters "
@@ -401,8 +404,9 @@ def status(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
     """Trials by state, the best so far and the workers seen recently, for a study running anywhere."""
-    from automlp.storage import load_study, redact, storage_of
-    from automlp.workers import study_status, status_text
+    from automlp.report.status import status_text, study_status
+    from automlp.search.study import load_study
+    from automlp.storage import redact, storage_of
 
     n_total = None
     if spec_path is not None:
@@ -412,7 +416,7 @@ def status(
         raise SpecError("status: give a spec file, or both --study NAME and --storage URL")
     else:
         url = storage
-    s = study_status(load_study(study_name, url))
+    s = study_status(load_study(url, study_name))
     typer.echo(json.dumps(s, indent=2) if as_json else status_text(s, redact(url), n_total))
 
 

@@ -6,15 +6,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "identity": nn.Identity,
-    "logistic": nn.Sigmoid,
-    "tanh": nn.Tanh,
-    "relu": nn.ReLU,
-    "leaky_relu": nn.LeakyReLU,
-    "gelu": nn.GELU,
-    "silu": nn.SiLU,
-}
+from automlp.engine.activations import activation_module
 
 
 @dataclass(frozen=True)
@@ -49,7 +41,7 @@ def build_mlp(cfg: MLPConfig) -> nn.Sequential:
     layers: list[nn.Module] = []
     sizes = cfg.layer_sizes()
     for a, b in zip(sizes[:-2], sizes[1:-1]):
-        layers += [nn.Linear(a, b), ACTIVATIONS[cfg.activation]()]
+        layers += [nn.Linear(a, b), activation_module(cfg.activation)]
         if cfg.dropout > 0:
             layers.append(nn.Dropout(cfg.dropout))
     layers.append(nn.Linear(sizes[-2], sizes[-1]))

@@ -19,12 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import PydanticCustomError
 
 from automlp.errors import SpecError
+from automlp.registry import ACTIVATION_ALIASES, ACTIVATIONS, LR_SCHEDULES, OPTIMIZER_ALIASES, OPTIMIZERS  # noqa: F401
 
-ACTIVATIONS = ("identity", "logistic", "tanh", "relu", "leaky_relu", "gelu", "silu")
-ACTIVATION_ALIASES = {"sigmoid": "logistic", "linear": "identity", "swish": "silu"}
-OPTIMIZERS = ("adam", "adamw", "sgd", "lbfgs")
-OPTIMIZER_ALIASES = {"lbfgs": "lbfgs", "l-bfgs": "lbfgs"}
-LR_SCHEDULES = ("constant", "invscaling", "adaptive", "cosine", "warmup_cosine", "flat_cosine", "coslog4")
 NUMERIC_PREPROCESSING = ("standard", "quantile", "robust_clip")
 EMBEDDINGS = ("none", "periodic", "piecewise_linear")  # = automlp.blocks.config's (a test checks)
 ARCHS = ("mlp", "tabm_mini", "tabm")

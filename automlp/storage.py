@@ -9,13 +9,11 @@ Sharing a study between processes needs three things Optuna leaves to us:
   `BaseHeartbeat` interface, on the journal file, which has none in Optuna 5). A running trial is stale when its
   heartbeat is older than the grace period, or at once when its process is gone from this machine. Stale trials
   are failed and retried with the same parameters (`RetryHeartbeatStaleTrialCallback`).
-- a study-wide budget: `run_trials` lets exactly `n_trials` trials finish, whatever the number of workers.
-- a clean stop: a `threading.Event` ends the loop between trials (and the objective between epochs).
+- a study-wide budget and a clean stop: those live with the runners (automlp.search.budget, .runners).
 """
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import importlib.util
 import os
@@ -24,28 +22,22 @@ import socket
 import threading
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import optuna
 from optuna.exceptions import ExperimentalWarning
 from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
-from optuna.storages._heartbeat import BaseHeartbeat  # the interface Optuna's optimize loop calls
 from optuna.storages.journal import JournalFileBackend
-from optuna.storages.journal._file import BaseJournalFileLock  # the interface JournalFileBackend takes as lock_obj
 from optuna.trial import TrialState
 
+from automlp.adapters import BaseHeartbeat, BaseJournalFileLock, trial_id
 from automlp.errors import StorageError
 
 JOURNAL_NAME = "study.journal"
 WORKER_ATTR = "automlp:worker"  # trial system attr: which process runs the trial, and its last heartbeat
-SKIPPED_ATTR = "automlp_skipped"  # trial user attr: why a trial was failed before it trained
-SKIP_NOTE = "the study-wide n_trials was reached by other workers as this trial started; it was not trained"
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 HEARTBEAT_INTERVAL_S = 10
 GRACE_PERIOD_S = 30
-UNLIMITED = 2**31  # room left by a budget without n_trials
 
 
 def redact(text: str) -> str:
@@ -72,17 +64,6 @@ def default_storage_url(study_dir: Path) -> str:
 def storage_of(spec) -> str:
     """The storage URL of a spec: study.storage, or the journal file in its study folder."""
     return spec.study.storage or default_storage_url(spec.study_dir)
-
-
-def load_study(name: str, url: str) -> optuna.Study:
-    """An existing study, for reading (`automlp status`)."""
-    storage = open_storage(url)
-    try:
-        return optuna.load_study(study_name=name, storage=storage)
-    except KeyError:
-        names = sorted(s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False))
-        raise StorageError(f"no study '{name}' in {redact(url)}; studies there: {', '.join(names) or 'none'}") \
-            from None
 
 
 def open_storage(url: str, heartbeat_interval: int = HEARTBEAT_INTERVAL_S,
@@ -223,10 +204,10 @@ def _stale_ids(storage: optuna.storages.BaseStorage, study_id: int, grace_period
     now, out = time.time(), []
     for t in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
         rec = t.system_attrs.get(WORKER_ATTR)
-        if not rec or rec.get("trial_id") != t._trial_id:
+        if not rec or rec.get("trial_id") != trial_id(t):
             continue  # no heartbeat yet (or one copied from the trial this one retries)
         if is_dead_here(rec) or (grace_period is not None and now - rec.get("t", now) > grace_period):
-            out.append(t._trial_id)
+            out.append(trial_id(t))
     return out
 
 
@@ -277,107 +258,3 @@ def fail_stale_trials(study: optuna.Study) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
-
-
-# --------------------------------------------------------------------------- the study-wide budget
-
-
-class SkippedTrial(Exception):
-    """A trial created while other workers already held the rest of the budget; failed before training."""
-
-
-@dataclass
-class TrialBudget:
-    """Exactly `n_trials` finished trials, whatever the number of workers.
-
-    Before asking for a trial, a worker waits until the finished, running and queued trials leave room (or the
-    budget is spent). Two workers may still see the same last slot at once; after its trial exists, each counts
-    the finished trials plus the running or queued trials numbered below its own, and only the worker that fits
-    trains (the other trial is failed with a `automlp_skipped` note and never trained). Workers of one machine
-    take a file lock around "check, then create", so locally that never happens.
-    """
-
-    n_trials: int | None
-    lock_path: Path | None = None
-    poll_s: float = 0.2
-
-    def wait_for_slot(self, study: optuna.Study, stop: threading.Event, deadline: float | None) -> bool:
-        """Block until a trial may start (True), or the budget is spent, the deadline passed or stop is set."""
-        return self.wait_for_room(study, stop, deadline) > 0
-
-    def wait_for_room(self, study: optuna.Study, stop: threading.Event, deadline: float | None) -> int:
-        """Block until at least one trial may start, then return how many may (a population asks that many at
-        most); 0 when the budget is spent, the deadline passed or stop is set. Stale trials (their worker
-        died) are failed and queued for retry on every look; a queued retry may always start."""
-        while not stop.is_set() and (deadline is None or time.time() < deadline):
-            if self.n_trials is None:
-                return UNLIMITED
-            fail_stale_trials(study)
-            n = {s: 0 for s in TrialState}
-            for t in study.get_trials(deepcopy=False):
-                n[t.state] += 1
-            finished = n[TrialState.COMPLETE] + n[TrialState.PRUNED]
-            if finished >= self.n_trials:
-                return 0
-            room = self.n_trials - finished - n[TrialState.RUNNING]
-            if room > 0 or n[TrialState.WAITING]:
-                return max(room, 1)
-            stop.wait(self.poll_s)
-        return 0
-
-    def admits(self, study: optuna.Study, trial: optuna.Trial) -> bool:
-        if self.n_trials is None:
-            return True
-        held = 0
-        for t in study.get_trials(deepcopy=False):
-            if t.state in FINISHED or (t.state in (TrialState.RUNNING, TrialState.WAITING) and t.number < trial.number):
-                held += 1
-        return held < self.n_trials
-
-    @contextlib.contextmanager
-    def local_lock(self) -> Iterator[Callable[[], None]]:
-        """Hold the machine-wide lock; yields a function that releases it early (idempotent)."""
-        if self.lock_path is None:
-            yield lambda: None
-            return
-        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        held = [True]
-
-        def release() -> None:
-            if held[0]:
-                held[0] = False
-                fcntl.flock(fd, fcntl.LOCK_UN)
-
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield release
-        finally:
-            release()
-            os.close(fd)
-
-
-def run_trials(study: optuna.Study, objective: Callable[[optuna.Trial], float], budget: TrialBudget, *,
-               stop: threading.Event, deadline: float | None = None, callbacks: list | None = None,
-               catch: tuple = ()) -> bool:
-    """Run trials of `study` until the study-wide budget is spent, `deadline` (time.time()) passes or `stop`
-    is set. Returns True when stopped by `stop` or KeyboardInterrupt (the running trial is then FAIL)."""
-    release: list[Callable[[], None]] = [lambda: None]
-
-    def gated(trial: optuna.Trial) -> float:
-        release[0]()  # the trial exists now: other workers of this machine may check the budget
-        if not budget.admits(study, trial):
-            trial.set_user_attr(SKIPPED_ATTR, SKIP_NOTE)
-            raise SkippedTrial()
-        return objective(trial)
-
-    try:
-        while not stop.is_set():
-            with budget.local_lock() as release[0]:
-                if not budget.wait_for_slot(study, stop, deadline):
-                    break
-                study.optimize(gated, n_trials=1, callbacks=callbacks, catch=(SkippedTrial, *catch),
-                               gc_after_trial=False)
-    except KeyboardInterrupt:
-        return True
-    return stop.is_set()

@@ -1,7 +1,8 @@
-"""Worker processes on one machine, the signals that stop them, and the status of a shared study.
+"""Worker processes on one machine and the signals that stop them (launching only: the trials run in
+`automlp.search.run_worker`, the status of a shared study is `automlp.report.status`).
 
 `automlp search --workers N` creates the study once (so no two processes race to create tables), then starts N
-processes (not threads: Optuna's `n_jobs` threads share one GIL). Each runs `search.run_worker` on the same
+processes (not threads: Optuna's `n_jobs` threads share one GIL). Each runs `automlp.search.run_worker` on the same
 storage until the study-wide budget is spent; the parent shows progress, then scores the best trial and writes
 the summary as a single-process search would.
 
@@ -27,11 +28,10 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import optuna
-from optuna.trial import TrialState
 
 from automlp.errors import AutomlpError
 from automlp.spec import Spec
-from automlp.storage import FINISHED, SKIPPED_ATTR, WORKER_ATTR, SkippedTrial, fail_stale_trials
+from automlp.storage import fail_stale_trials
 
 POLL_S = 0.5
 
@@ -58,20 +58,9 @@ def graceful_stop(signals=(signal.SIGINT, signal.SIGTERM)) -> Iterator[threading
             signal.signal(s, h)
 
 
-class _NoTracebackForStops(logging.Filter):
-    """Optuna logs a failed trial with its traceback; for a requested stop or a skipped trial the one-line
-    message says it all."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], (KeyboardInterrupt, SkippedTrial)):
-            record.exc_info = None
-        return True
-
-
 def quiet_optuna() -> None:
-    """Optuna's logger at WARNING (failed trials still show), without tracebacks for stops."""
+    """Optuna's logger at WARNING (failed trials still show)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    logging.getLogger("optuna.study._optimize").addFilter(_NoTracebackForStops())
 
 
 # --------------------------------------------------------------------------- the plan
@@ -138,7 +127,7 @@ def _worker_main(spec: Spec, deadline: float | None, env: dict[str, str]) -> Non
 
 def run_parallel(spec: Spec, n_workers: int, progress: Callable | None = None,
                  stop: threading.Event | None = None):
-    """`automlp search --workers N`: the study, N worker processes, then the summary (a `SearchOutcome`)."""
+    """`automlp search --workers N`: the study, N worker processes, then the best model (a `SearchOutcome`)."""
     from automlp.search import run_search
 
     stop = stop or threading.Event()
@@ -215,94 +204,19 @@ class _Poller:
     def __init__(self, study: optuna.Study, n_total: int | None, progress: Callable | None):
         self.study, self.n_total, self.progress = study, n_total, progress
         self.start = time.perf_counter()
-        self.n_before = sum(1 for _ in study.get_trials(deepcopy=False, states=FINISHED))
+        from automlp.search.study import n_finished
+
+        self.n_before = n_finished(study)
 
     def __call__(self, final: bool = False) -> None:
         if self.progress is None:
             return
-        from automlp.search import Progress
+        from automlp.search.run import Progress, best_value
+        from automlp.search.study import n_finished
 
-        trials = self.study.get_trials(deepcopy=False)
-        n_done = sum(1 for t in trials if t.state in FINISHED)
-        best = _best_value(self.study)
+        n_done = n_finished(self.study)
+        best = best_value(self.study)
         elapsed = time.perf_counter() - self.start
         ran = n_done - self.n_before
         eta = max(self.n_total - n_done, 0) * elapsed / ran if self.n_total and ran > 0 else None
         self.progress(Progress(n_done, self.n_total, best, elapsed, eta, "FINISHED" if final else "RUNNING"))
-
-
-def _best_value(study: optuna.Study) -> float | None:
-    try:
-        return study.best_value
-    except ValueError:
-        return None
-
-
-# --------------------------------------------------------------------------- status
-
-
-def study_status(study: optuna.Study, recent_s: float = 600.0) -> dict:
-    """What `automlp status` shows: trials by state, the best so far, and the workers seen recently."""
-    trials = study.get_trials(deepcopy=False)
-    counts = {s.name: 0 for s in TrialState}
-    for t in trials:
-        counts[t.state.name] += 1
-    best = None
-    try:
-        b = study.best_trial
-        best = {"trial": b.number, "value": b.value, "params": b.params}
-    except ValueError:
-        pass
-    now = time.time()
-    workers: dict[tuple, dict] = {}
-    for t in trials:
-        rec = t.system_attrs.get(WORKER_ATTR)
-        if not rec:
-            continue
-        seen = max(filter(None, [rec.get("t"), t.datetime_complete and t.datetime_complete.timestamp()]))
-        w = workers.setdefault((rec.get("host"), rec.get("pid")), {
-            "host": rec.get("host"), "pid": rec.get("pid"), "trials": 0, "running": [], "last_seen": 0.0})
-        w["trials"] += 1
-        w["last_seen"] = max(w["last_seen"], seen)
-        if t.state == TrialState.RUNNING:
-            w["running"].append(t.number)
-    recent = sorted((w for w in workers.values() if now - w["last_seen"] <= recent_s or w["running"]),
-                    key=lambda w: -w["last_seen"])
-    for w in recent:
-        w["last_seen_s_ago"] = round(now - w.pop("last_seen"), 1)
-    return {
-        "study": study.study_name, "metric": study.user_attrs.get("automlp_metric"),
-        "direction": study.direction.name.lower(), "trials": {k: v for k, v in counts.items() if v},
-        "skipped": sum(1 for t in trials if SKIPPED_ATTR in t.user_attrs),
-        "retried": sum(1 for t in trials if "failed_trial" in t.system_attrs),
-        "best": best, "workers": recent, "n_workers_seen": len(workers),
-        "last_activity": _last_activity(trials),
-    }
-
-
-def _last_activity(trials) -> str | None:
-    times = [t.datetime_complete or t.datetime_start for t in trials if t.datetime_start]
-    return max(times).isoformat(timespec="seconds") if times else None
-
-
-def status_text(s: dict, storage: str, n_total: int | None = None) -> str:
-    counts = ", ".join(f"{k.lower()} {v}" for k, v in s["trials"].items()) or "no trials"
-    finished = s["trials"].get("COMPLETE", 0) + s["trials"].get("PRUNED", 0)
-    budget = f" ({finished}/{n_total} finished)" if n_total else ""
-    lines = [f"study {s['study']} in {storage}", f"  trials: {counts}{budget}"]
-    if s["retried"] or s["skipped"]:
-        lines.append(f"  retries of trials whose worker died: {s['retried']}; skipped at the budget: {s['skipped']}")
-    if s["best"]:
-        b = s["best"]
-        params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in b["params"].items())
-        lines.append(f"  best: trial #{b['trial']} {s['metric'] or 'value'} {b['value']:.4g} ({params})")
-    else:
-        lines.append("  best: none yet")
-    if s["last_activity"]:
-        lines.append(f"  last activity: {s['last_activity']}")
-    lines.append(f"  workers seen in the last 10 min: {len(s['workers'])} (of {s['n_workers_seen']} in all)")
-    for w in s["workers"]:
-        running = f"running trial #{', #'.join(map(str, w['running']))}" if w["running"] else "idle or gone"
-        lines.append(f"    {w['host']} pid {w['pid']}: {w['trials']} trials, {running}, "
-                     f"last seen {w['last_seen_s_ago']:.0f} s ago")
-    return "\n".join(lines)

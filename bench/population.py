@@ -5,7 +5,7 @@
 
 Rows (all measured in the same run, medians of repeats): the machine's fp32 matmul rate (the ceiling), a plain
 PyTorch loop on device-resident tensors with Adam(fused=True) (one net at a time), automlp's sequential trainer
-(`automlp.train.train`, when present), scikit-learn's MLPClassifier, and the stack at K = 1, 8, 16, 32, 128.
+(`automlp.engine.train`, the stack of one, when present), scikit-learn's MLPClassifier, and the stack at K = 1, 8, 16, 32, 128.
 A "member-epoch" is one pass of one network over the training rows; %ceil = achieved matmul FLOP/s (6 x rows x
 sum(in x out) per member-epoch: forward 2, backward 4) over the measured ceiling.
 """
@@ -26,9 +26,12 @@ from sklearn.datasets import load_digits, make_classification
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from automlp.population.loop import LoopConfig, StackTrainer  # noqa: E402
-from automlp.population.optim import StackedOptimizer  # noqa: E402
-from automlp.population.stack import PopulationMLP, member_losses  # noqa: E402
+from automlp.data import TrainData  # noqa: E402
+from automlp.engine import TrainConfig  # noqa: E402
+from automlp.engine.config import member_losses  # noqa: E402
+from automlp.engine.optim import StackedOptimizer  # noqa: E402
+from automlp.engine.stack import StackStepper  # noqa: E402
+from automlp.model import MLPConfig  # noqa: E402
 
 WIDTHS = (128, 128)
 BATCH = 128
@@ -96,11 +99,10 @@ def sklearn_epoch_time(X, y, n_epochs):
 
 
 def automlp_epoch_fn(X, y, n_out):
-    """automlp's own sequential trainer (automlp.train.train, fused Adam); one epoch per call, on the rows all
+    """automlp's own sequential trainer (automlp.engine.train, fused Adam); one epoch per call, on the rows all
     other rows train on (the validation pass it makes each epoch is on a fifth of them, as in a search)."""
-    from automlp.data import TrainData
-    from automlp.model import MLPConfig, build_mlp
-    from automlp.train import TrainConfig, train
+    from automlp.engine import train
+    from automlp.model import build_mlp
 
     n_val = max(1, X.shape[0] // 5)
     data = TrainData(X, y, X[:n_val], y[:n_val], "classification", n_out, X.device)
@@ -112,29 +114,35 @@ def automlp_epoch_fn(X, y, n_out):
 # ---- the stack ------------------------------------------------------------------------------------------------
 
 
-def make_stack(k, n_in, n_out, device, family="adam", fused=None):
-    net = PopulationMLP(n_in, n_out, [WIDTHS] * k, "relu", device=device)
-    for i in range(k):
-        net.init_member(i, seed=i)
+def make_stack(k, X, y, n_out, fused=None):
+    """The stack train_stack runs: K members of 2x128 relu, lr from 1e-4 to 1e-2, on the rows X (a fifth validates)."""
+    n_val = max(1, X.shape[0] // 5)
+    data = TrainData(X, y, X[:n_val], y[:n_val], "classification", n_out, X.device)
     lrs = torch.logspace(-4, -2, k).tolist()
-    opt = StackedOptimizer(net.flat, net.flat_grad, family, lr=lrs, alpha=[1e-4] * k, fused=fused)
-    return net, opt
+    configs = [TrainConfig(optimizer="adam", lr=lr, alpha=1e-4, batch_size=BATCH, seed=i) for i, lr in enumerate(lrs)]
+    stepper = StackStepper([MLPConfig(X.shape[1], n_out, WIDTHS, "relu")] * k, configs, [data] * k, data, 1)
+    if fused is not None:
+        net = stepper.net
+        stepper.opt = StackedOptimizer(net.flat, net.flat_grad, "adam", {"lr": lrs, "alpha": [1e-4] * k},
+                                       fused=fused, n_decay=net.n_weights)
+    return stepper
 
 
 def stack_epoch_fn(k, X, y, n_out, max_steps, live=None, fused=None):
-    net, opt = make_stack(k, X.shape[1], n_out, X.device, fused=fused)
-    cfg = LoopConfig(batch_size=BATCH, max_epochs=1, task="classification", score_fn=lambda out: 0.0)
-    trainer = StackTrainer(net, opt, cfg)
-    if live is not None:
-        trainer.active[live:] = False
-    gen = torch.Generator(device=X.device).manual_seed(0)
-    opt.set_lr_scale(trainer.active.float())
     n = min(X.shape[0], max_steps * BATCH)
+    stepper = make_stack(k, X[:n], y[:n], n_out, fused=fused)
+    scales = [1.0] * k
+    for row in range(live if live is not None else k, k):
+        stepper.freeze(row)
+        scales[row] = 0.0
+    stepper.set_lr_scales(scales)
+    gen = torch.Generator(device=X.device).manual_seed(0)
 
-    def run():  # what StackTrainer.fit does around its epochs: subnormals flushed on CPU
+    def run():  # what train_stack does around its epochs: subnormals flushed on CPU
         flushed = X.device.type == "cpu" and torch.set_flush_denormal(True)
-        trainer._train_epoch(X[:n], y[:n], gen)
-        trainer.evaluate(X[: n // 5], y[: n // 5])  # the validation pass of an epoch, as train() makes it
+        perm = torch.randperm(n, generator=gen, device=X.device)
+        stepper.train_epoch([perm] * k)
+        stepper.evaluate()  # the validation pass of an epoch, as train() makes it
         if flushed:
             torch.set_flush_denormal(False)
 
@@ -165,7 +173,7 @@ def vmap_step_fn(k, X, y, n_out):
 
 
 def bmm_step_fn(k, X, y, n_out):
-    net, _ = make_stack(k, X.shape[1], n_out, X.device)
+    net = make_stack(k, X, y, n_out).net
     xb, yb = X[:BATCH], y[:BATCH]
 
     def run():
@@ -287,6 +295,8 @@ def run_e2e(args):
     import optuna
     import yaml
 
+    from automlp.report.summary import summarize
+    from automlp.search.trial import TrialRecord
     from automlp.search import run_search
     from automlp.spec import validate_spec_dict
 
@@ -309,9 +319,10 @@ def run_e2e(args):
             raw["output"] = {"dir": str(Path(tmp) / f"pop_{pop}")}
             spec = validate_spec_dict(raw)
             outcome = run_search(spec)
+            summarize(outcome, spec)
             s, trials = outcome.summary, outcome.summary["trials"]
             finished = trials.get("COMPLETE", 0) + trials.get("PRUNED", 0)
-            sizes = {t.user_attrs.get("population", {}).get("size", 1) for t in outcome.study.trials}
+            sizes = {(TrialRecord.read(t).population or {"size": 1})["size"] for t in outcome.study.trials}
             row = {"population": pop, "K": max(sizes), "finished": finished, "complete": trials.get("COMPLETE", 0),
                    "pruned": trials.get("PRUNED", 0), "wall_s": s["wall_time_s"], "best_val_r2": s["best"]["value"],
                    "best_test_r2": s["best"]["scores"]["test"]["r2"]}  # fmt: skip

@@ -19,6 +19,7 @@ from pathlib import Path
 import optuna
 
 from automlp.report import build_report
+from automlp.report.summary import summarize
 from automlp.search import run_search
 from automlp.spec import validate_spec_dict
 
@@ -40,6 +41,7 @@ def main() -> None:
     })
     t0 = time.perf_counter()
     outcome = run_search(spec)
+    summarize(outcome, spec)
     print(f"search: {a.trials} trials in {time.perf_counter() - t0:.1f} s; states {outcome.summary['trials']}")
     runs = []
     for _ in range(a.repeats):

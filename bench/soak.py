@@ -44,7 +44,8 @@ def control_study(spec, like, n_trials: int, every: int, work: Path) -> list[dic
     """Optuna's own bookkeeping per trial: same storage kind, sampler, space, steps and user attrs; no training."""
     import optuna
 
-    from automlp.search import make_sampler, suggest_params
+    from automlp.search.space import suggest_params
+    from automlp.search.study import make_sampler
     from automlp.storage import open_storage
 
     study = optuna.create_study(storage=open_storage(f"journal://{work / 'control.journal'}"),
@@ -88,6 +89,7 @@ def main() -> None:
     import optuna
     import torch
 
+    from automlp.report.summary import summarize
     from automlp.search import run_search
     from automlp.spec import validate_spec_dict
 
@@ -124,6 +126,7 @@ def main() -> None:
           f"study in {work}", flush=True)
     print(f"before the study: rss_mib {rss_mib():.1f}  fds {open_fds()}", flush=True)
     outcome = run_search(spec, progress=progress)
+    summarize(outcome, spec)
     n = sum(outcome.summary["trials"].values())
     if not rows or rows[-1]["trials"] != n:
         sample(n)

@@ -33,9 +33,13 @@ import yaml
 
 from automlp.data import prepare_data, to_tensors, resolve_device
 from automlp.metrics import get_metric
-from automlp.search import BestKeeper, Objective, resolve_metric, set_threads
+from automlp.search.budget import TrialBudget
+from automlp.search.run import set_threads
+from automlp.search.runners import StackRunner
+from automlp.search.study import resolve_metric
+from automlp.search.trial import BestKeeper, Trials
 from automlp.spec import load_spec
-from automlp.storage import TrialBudget, open_storage, run_trials
+from automlp.storage import open_storage
 from optuna.storages._cached_storage import _CachedStorage
 
 SERVERS = {"postgresql": "postgresql://postgres@127.0.0.1:5432/test",
@@ -108,9 +112,9 @@ def run_on(spec, storage, n_trials: int) -> tuple[float, float, int]:
     study = optuna.create_study(study_name=name, storage=storage, direction=get_metric(metric).direction,
                                 sampler=optuna.samplers.RandomSampler(seed=0), pruner=optuna.pruners.NopPruner())
     clock = StorageClock(storage)
-    objective = Objective(spec, data, tensors, metric, BestKeeper(get_metric(metric).direction))
+    trials = Trials(spec, data, tensors, metric, BestKeeper(get_metric(metric).direction))
     t0 = time.perf_counter()
-    run_trials(study, objective, TrialBudget(n_trials), stop=threading.Event())
+    StackRunner(trials).run(study, TrialBudget(n_trials), threading.Event())
     wall = time.perf_counter() - t0
     if not isinstance(storage, optuna.storages.InMemoryStorage):
         optuna.delete_study(study_name=name, storage=storage)

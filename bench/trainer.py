@@ -6,7 +6,7 @@ For each case (data set, architecture, batch size) it trains, with Adam (lr 1e-3
 stopping), for the same number of epochs:
   sklearn   MLPClassifier / MLPRegressor(solver="adam"); seconds per epoch = fit time / max_iter
   textbook  the usual PyTorch loop: TensorDataset + DataLoader(shuffle=True), loss.item() every batch
-  automlp   automlp.train.train (which also scores the validation split after every epoch: it does more)
+  automlp   automlp.engine.train (which also scores the validation split after every epoch: it does more)
 Implementations take turns within each repeat, so a busy machine slows them alike. Each repeat is a fresh
 fit (model built, data moved, optimizer made) timed end to end and divided by its epochs. The accuracy (R2 for
 regression) is that of the weights after the last epoch on the same held-out split, so nothing is faster
@@ -33,7 +33,7 @@ from torch import nn
 
 from automlp.data import TrainData
 from automlp.model import MLPConfig, build_mlp, count_params
-from automlp.train import TrainConfig, train
+from automlp.engine import TrainConfig, train
 
 REPO = Path(__file__).resolve().parents[1]
 LR = 1e-3

@@ -8,6 +8,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
 import optuna
 import pytest
@@ -114,11 +115,39 @@ def wait_for(pred, timeout: float, what: str, poll: float = 0.1):
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+class _InstantTrials:
+    """Trials whose training is one suggest: exercises the runner, the budget and the storage alone."""
+
+    tensors = None
+
+    def member(self, trial):
+        return SimpleNamespace(tag=trial.number, x=trial.suggest_float("x", -1, 1))
+
+    def key(self, member):
+        return None  # each trains alone, as the sequential path does
+
+    def tell(self, study, trial, member, outcome, size):
+        return study.tell(trial, member.x ** 2)
+
+
+def _instant_train(members, data, on_epoch=None, on_done=None, stop=None, deadline=None):
+    """The engine's train_stack contract, with no training: every member is done at once."""
+    todo, out = list(members), []
+    while todo:
+        member = todo.pop()
+        out.append(SimpleNamespace(tag=member.tag))
+        refill = on_done(out[-1])
+        todo += [refill] if refill is not None else []
+    return out
+
+
 def _trivial_worker(url: str, name: str, n_trials: int, go_at: float) -> None:
-    """A worker of the storage layer alone (no torch): open, create-or-load, run trivial trials."""
+    """A worker of the search layer without training: open, create-or-load, run trivial trials."""
     import threading
 
-    from automlp.storage import TrialBudget, open_storage, run_trials
+    from automlp.search.budget import TrialBudget
+    from automlp.search.runners import StackRunner
+    from automlp.storage import open_storage
     from automlp.workers import quiet_optuna
 
     quiet_optuna()
@@ -126,8 +155,8 @@ def _trivial_worker(url: str, name: str, n_trials: int, go_at: float) -> None:
     study = optuna.create_study(study_name=name, storage=open_storage(url), load_if_exists=True,
                                 sampler=optuna.samplers.RandomSampler())
     mine = []
-    run_trials(study, lambda t: t.suggest_float("x", -1, 1) ** 2, TrialBudget(n_trials), stop=threading.Event(),
-               callbacks=[lambda s, t: mine.append(t.state.name)])
+    StackRunner(_InstantTrials(), train=_instant_train).run(study, TrialBudget(n_trials), threading.Event(),
+                                                            callbacks=[lambda s, t: mine.append(t.state.name)])
     print(f"ran {len(mine)}")
 
 

@@ -75,7 +75,7 @@ def test_two_workers_started_at_the_same_instant_on_an_empty_storage(tmp_path, s
     # Plain Optuna on an empty SQLite file crashed one of two such workers in 10 of 12 runs (table creation).
     # These workers have no shared lock file, so the budget rule alone keeps the count exact.
     url = f"journal:///{tmp_path}/race.journal" if storage == "journal" else f"sqlite:///{tmp_path}/race.db"
-    go_at = f"{time.time() + 1.5:.3f}"
+    go_at = f"{time.time() + 8:.3f}"  # after both have imported the search layer (torch: seconds)
     procs = [subprocess.Popen([sys.executable, UTIL, url, "race", str(n_trials), go_at], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for _ in range(2)]
     outs = [p.communicate(timeout=120) for p in procs]

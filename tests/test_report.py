@@ -135,7 +135,7 @@ def test_report_errors_are_one_line(clf, tmp_path):
                                                  "spec file, or --storage\n"
     url = f"journal://{(study_dir / 'study.journal').resolve()}"
     res = invoke("report", "--storage", url, "--study-name", "nope", cwd=tmp_path)
-    assert res.exit_code == 2 and "study 'nope' not found" in res.output and "studies there: bc" in res.output
+    assert res.exit_code == 2 and res.output == f"error: no study 'nope' in {url}; studies there: bc\n"
     res = invoke("report", cwd=tmp_path)
     assert res.exit_code == 2 and "give a spec file, a study folder, or --storage" in res.output
 

@@ -7,7 +7,8 @@ import torch
 
 from automlp.data import to_tensors
 from automlp.errors import StorageError
-from automlp.search import _round, replay, run_search
+from automlp.search import run_search
+from automlp.search.trial import replay, round_curve
 from automlp.spec import validate_spec_dict
 
 
@@ -26,7 +27,7 @@ def test_best_trial_replays_with_the_same_curves(tmp_path):
     outcome = run_search(spec)
     best = outcome.study.best_trial
     run = replay(best, spec, outcome.data, to_tensors(outcome.data, torch.device("cpu")), outcome.metric)
-    assert {k: _round(v) for k, v in run.result.history.items()} == best.user_attrs["curves"]
+    assert {k: round_curve(v) for k, v in run.result.history.items()} == best.user_attrs["curves"]
     assert run.result.best_val_score == pytest.approx(best.value)
     for t in outcome.study.trials:  # momentum and nesterov exist only in sgd trials
         assert ("momentum" in t.params) == (t.params["optimizer"] == "sgd")

@@ -10,9 +10,9 @@ import torch
 
 from automlp.data import prepare_data, to_tensors
 from automlp.model import MLPConfig, build_mlp, count_params
-from automlp.search import run_config
+from automlp.search.trial import run_config
 from automlp.spec import DataSpec
-from automlp.train import TrainConfig, early_stopping_check
+from automlp.engine import TrainConfig, early_stopping_check
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Reference oracle: the hand-written training step (automlp.backprop, used by `train`) must give the losses
+"""Reference oracle: the hand-written training step (automlp.engine.mlp_kernel, used by `train`) must give the losses
 of a plain autograd loop run on the same initial weights, in the same batch order, to float rounding."""
 
 from __future__ import annotations
@@ -8,10 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-from automlp.backprop import MLPKernel
 from automlp.data import TrainData
+from automlp.engine import TrainConfig, train
+from automlp.engine.mlp_kernel import MLPKernel
+from automlp.engine.optim import param_groups
 from automlp.model import MLPConfig, build_mlp
-from automlp.train import TrainConfig, _param_groups, train
 
 
 def _plain_loop(model: nn.Module, data: TrainData, tc: TrainConfig) -> dict[str, list[float]]:
@@ -20,7 +21,7 @@ def _plain_loop(model: nn.Module, data: TrainData, tc: TrainConfig) -> dict[str,
     loss_fn = nn.CrossEntropyLoss() if classify else nn.MSELoss()
     y = data.y_train if classify else data.y_train.view(-1, 1)
     yv = data.y_val if classify else data.y_val.view(-1, 1)
-    groups = _param_groups(model, tc.alpha)
+    groups = param_groups(model, tc.alpha)
     opt = {"adam": lambda: torch.optim.Adam(groups, lr=tc.lr),
            "adamw": lambda: torch.optim.AdamW(groups, lr=tc.lr),
            "sgd": lambda: torch.optim.SGD(groups, lr=tc.lr, momentum=tc.momentum, nesterov=tc.nesterov)}[tc.optimizer]()

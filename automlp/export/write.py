@@ -30,10 +30,12 @@ from automlp.data import PreparedData, prepare_data, refit_preprocessing, resolv
 from automlp.errors import ExportError
 from automlp.export.load import sha256
 from automlp.export.preprocess import FORMAT, PANDAS_NA_STRINGS, VERSION, FeatureTransform, dtype_kind
-from automlp.search import TrialRun, params_of, replay, resolve_metric, run_config, set_threads, split_scores, \
-    storage_url
+from automlp.search.run import set_threads
+from automlp.search.space import params_of
+from automlp.search.study import CHOICE_ATTR, StudyNotFoundError, load_study, storage_url, study_metric
+from automlp.search.trial import TrialRecord, TrialRun, replay, run_config, split_scores
 from automlp.spec import Spec, dump_spec
-from automlp.storage import open_storage, redact
+from automlp.storage import redact
 
 MODEL_FORMAT = "automlp-model"
 MODEL_VERSION = 1
@@ -244,7 +246,7 @@ def _metadata(run, data, spec, trial, scores, metric, refit, notes, state, files
 def trial_info(trial: optuna.trial.FrozenTrial, run: TrialRun) -> dict:
     r = run.result
     return {"number": trial.number, "value": trial.value, "params": trial.params,
-            "seed": trial.user_attrs.get("seed"), "best_epoch": r.best_epoch, "n_epochs": r.n_epochs,
+            "seed": TrialRecord.read(trial).seed, "best_epoch": r.best_epoch, "n_epochs": r.n_epochs,
             "stop_reason": r.stop_reason}
 
 
@@ -253,9 +255,9 @@ def export_search(outcome, spec: Spec) -> Path | None:
     if outcome.best_run is None:
         return None
     best = outcome.study.best_trial
+    scores = split_scores(outcome.best_run, outcome.data, next(outcome.best_run.model.parameters()).device)
     return write_model(spec.study_dir / "model", outcome.best_run, outcome.data, spec,
-                       trial=trial_info(best, outcome.best_run), scores=outcome.summary["best"]["scores"],
-                       metric=outcome.metric)
+                       trial=trial_info(best, outcome.best_run), scores=scores, metric=outcome.metric)
 
 
 def spec_from_study_dir(folder: Path) -> Spec:
@@ -286,7 +288,7 @@ def _pick_trial(study: optuna.Study, number: int | None) -> optuna.trial.FrozenT
         raise ExportError(f"export: study '{study.study_name}' has no COMPLETE trial; run automlp search first")
     if number is None:
         # the report's k-fold winner when the spec asked for it (report.use_rescored_choice), else the best
-        number = study.user_attrs.get("automlp_chosen_trial")
+        number = study.user_attrs.get(CHOICE_ATTR)
         if number is None:
             return study.best_trial
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
@@ -330,12 +332,12 @@ def export_study(spec: Spec, trial_number: int | None = None, refit: bool = Fals
         raise ExportError(f"export: no study '{spec.study.name}' in {redact(url)} (no such file); run automlp "
                           "search with this spec first")
     try:
-        study = optuna.load_study(study_name=spec.study.name, storage=open_storage(url))
-    except KeyError:
+        study = load_study(url, spec.study.name)
+    except StudyNotFoundError:
         raise ExportError(f"export: no study '{spec.study.name}' in {redact(url)}; run automlp search "
                           "with this spec first") from None
     data = prepare_data(spec.data, spec.study.seed)
-    metric = study.user_attrs.get("automlp_metric") or resolve_metric(spec, data.task)
+    metric = study_metric(study, spec, data.task)
     trial = _pick_trial(study, trial_number)
     run = replay(trial, spec, data, to_tensors(data, device), metric)
     notes = []

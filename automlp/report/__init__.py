@@ -14,18 +14,14 @@ import optuna
 
 from automlp.data import PreparedData, prepare_data, resolve_device, to_tensors
 from automlp.errors import StorageError
-from automlp.report.collect import collect
-from automlp.report.figures import optuna_figures
-from automlp.report.render_html import render_html
-from automlp.report.render_md import render_md
-from automlp.search import TrialRun, resolve_metric, set_threads, storage_url, summary_markdown
+from automlp.report.summary import summary_markdown
+from automlp.search.run import set_threads
+from automlp.search.study import CHOICE_ATTR, SPEC_ATTR, load_study, storage_url, study_metric
+from automlp.search.trial import TrialRun
 from automlp.spec import Spec, dump_spec, validate_spec_dict
-from automlp.storage import open_storage, redact
+from automlp.storage import redact
 
-__all__ = ["ReportResult", "build_report", "load_study", "record_spec", "spec_of_study"]
-
-SPEC_ATTR = "automlp_spec"
-CHOICE_ATTR = "automlp_chosen_trial"
+__all__ = ["ReportResult", "build_report", "record_spec", "spec_of_study"]
 
 
 @dataclass
@@ -46,22 +42,6 @@ def record_spec(study: optuna.Study, spec: Spec) -> None:
     study.set_user_attr(SPEC_ATTR, dump_spec(spec))
 
 
-def load_study(url: str, name: str | None) -> optuna.Study:
-    """An existing study (never creates one). Without a name, the storage must hold exactly one study."""
-    storage = open_storage(url)
-    names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
-    if name is None:
-        if len(names) != 1:
-            raise StorageError(f"storage {redact(url)} holds {len(names)} studies"
-                               + (f" ({', '.join(names)}); pass --study-name" if names else ""))
-        name = names[0]
-    if name not in names:
-        raise StorageError(f"study '{name}' not found in {redact(url)}; "
-                           + (f"studies there: {', '.join(names)}" if names else "it holds no study")
-                           + ". Run `automlp search` first, or check --study-name/--storage")
-    return optuna.load_study(study_name=name, storage=storage)
-
-
 def spec_of_study(study: optuna.Study, where: str) -> Spec:
     raw = study.user_attrs.get(SPEC_ATTR)
     if raw is None:
@@ -75,13 +55,19 @@ def build_report(spec: Spec, study: optuna.Study | None = None, data: PreparedDa
     """Collect the facts of a finished (or partly finished) study and write report.html/.md/.json.
 
     `data` and `best_run` may come from the search that just ran, which saves re-reading and retraining."""
+    # imported here: scipy and plotly cost seconds, and `automlp search --no-report` needs only the summary
+    from automlp.report.collect import collect
+    from automlp.report.figures import optuna_figures
+    from automlp.report.render_html import render_html
+    from automlp.report.render_md import render_md
+
     start = time.perf_counter()
     if study is None:
         study = load_study(storage_url(spec), spec.study.name)
     set_threads(spec)
     device = resolve_device(spec.training.device)
     data = data if data is not None else prepare_data(spec.data, spec.study.seed)
-    metric = study.user_attrs.get("automlp_metric") or resolve_metric(spec, data.task)
+    metric = study_metric(study, spec, data.task)
     facts = collect(study, spec, data, to_tensors(data, device), metric, best_run)
     facts["storage"] = redact(storage_url(spec))
     t0 = time.perf_counter()

@@ -20,13 +20,14 @@ from sklearn.metrics import classification_report, confusion_matrix, roc_auc_sco
 from sklearn.model_selection import KFold, StratifiedKFold
 
 from automlp.data import PreparedData, TrainData, refit_preprocessing, to_tensors
+from automlp.engine import TrainConfig, predict
 from automlp.metrics import get_metric, score, softmax
 from automlp.model import MLPConfig, count_params
 from automlp.report import verdict as V
-from automlp.search import (TrialRun, configs_from_params, count_states, params_of, replay, run_config,
-                            split_scores, trial_seed)
+from automlp.search.space import configs_from_params, params_of, trial_seed
+from automlp.search.study import count_states
+from automlp.search.trial import TrialRecord, TrialRun, replay, run_config, split_scores
 from automlp.spec import Spec
-from automlp.train import TrainConfig, predict
 
 TOP_N = 5  # trials shown side by side
 MAX_POINTS = 5000  # scatter points kept in the predicted-vs-actual plot (a fixed-seed sample beyond that)
@@ -79,15 +80,14 @@ def prediction_facts(run: TrialRun, data: PreparedData, device: torch.device) ->
 
 
 def best_facts(trial: optuna.trial.FrozenTrial, run: TrialRun, data: PreparedData, device: torch.device) -> dict:
-    a = trial.user_attrs
+    """The best trial as the search recorded it (its record), with the model `run` holds for the scores."""
+    rec = TrialRecord.read(trial)
     return {
         "trial": trial.number, "value": trial.value, "params": trial.params,
         "architecture": run.mlp.describe(), "layers": layer_table(run.mlp, data.task, data.n_features),
-        "n_params": count_params(run.mlp), "epochs_trained": a.get("n_epochs", run.result.n_epochs),
-        "max_epochs": run.config.max_epochs, "best_epoch": a.get("best_epoch", run.result.best_epoch),
-        "stop_reason": a.get("stop_reason", run.result.stop_reason),
-        "train_time_s": a.get("train_time_s", run.result.train_time_s), "seed": a.get("seed", run.config.seed),
-        "curves": a.get("curves") or {k: list(v) for k, v in run.result.history.items()},
+        "n_params": count_params(run.mlp), "epochs_trained": rec.n_epochs,
+        "max_epochs": run.config.max_epochs, "best_epoch": rec.best_epoch, "stop_reason": rec.stop_reason,
+        "train_time_s": rec.train_time_s, "seed": rec.seed, "curves": rec.curves,
         "scores": split_scores(run, data, device),
     }
 
@@ -149,11 +149,12 @@ def rescore(trials: list[optuna.trial.FrozenTrial], spec: Spec, data: PreparedDa
     tensors = [to_tensors(p, device) for p in parts]
     out = {}
     for t in trials:
-        seed = t.user_attrs.get("seed", trial_seed(spec.study.seed, t.number))
+        rec = TrialRecord.read(t)
+        seed = rec.seed if rec.trained else trial_seed(spec.study.seed, t.number)
         scores = []
         for part, tens in zip(parts, tensors):
             mlp, tc = configs_from_params(params_of(t), spec, part, metric, seed)
-            r = run_config(mlp, capped(tc, t.user_attrs.get("n_epochs")), part, tens)
+            r = run_config(mlp, capped(tc, rec.n_epochs), part, tens)
             scores.append(r.result.best_val_score)
             del r
         out[t.number] = scores
@@ -173,10 +174,10 @@ def capacity_facts(study: optuna.Study) -> dict:
     """Per trial: parameter count and the validation - training loss gap at its best epoch."""
     rows = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
-        a = t.user_attrs
-        c, b = a.get("curves") or {}, a.get("best_epoch", 0)
-        if b and len(c.get("val_loss", ())) >= b and len(c.get("train_loss", ())) >= b and "n_params" in a:
-            rows.append({"trial": t.number, "n_params": a["n_params"], "state": t.state.name,
+        rec = TrialRecord.read(t)
+        c, b = rec.curves, rec.best_epoch
+        if b and len(c.get("val_loss", ())) >= b and len(c.get("train_loss", ())) >= b:
+            rows.append({"trial": t.number, "n_params": rec.n_params, "state": t.state.name,
                          "gap": c["val_loss"][b - 1] - c["train_loss"][b - 1]})
     rho = p = None
     if len({r["n_params"] for r in rows}) >= 3 and len(rows) >= 5:
@@ -190,12 +191,11 @@ def capacity_facts(study: optuna.Study) -> dict:
 def top_rows(trials: list[optuna.trial.FrozenTrial], cv: dict) -> list[dict]:
     rows = []
     for t in trials:
-        a = t.user_attrs
+        rec = TrialRecord.read(t)
         scores = cv.get(t.number)
-        rows.append({"trial": t.number, "value": t.value, "n_params": a.get("n_params"),
-                     "architecture": a.get("architecture", ""), "params": t.params,
-                     "epochs": a.get("n_epochs"), "best_epoch": a.get("best_epoch"),
-                     "val_metrics": a.get("val_metrics", {}),
+        rows.append({"trial": t.number, "value": t.value, "n_params": rec.n_params,
+                     "architecture": rec.architecture, "params": t.params,
+                     "epochs": rec.n_epochs, "best_epoch": rec.best_epoch, "val_metrics": rec.val_metrics,
                      "cv_mean": float(np.mean(scores)) if scores else None,
                      "cv_std": float(np.std(scores, ddof=1)) if scores and len(scores) > 1 else None})
     return rows

@@ -10,55 +10,18 @@ each of the ~25 kernels of a step costs a launch, the epochs after the first rep
 
 The derivatives are the ones autograd uses (aten's threshold_backward, tanh_backward, ...), so results match a
 plain autograd loop on the same weights and batches up to float rounding: tests/test_train_oracle.py checks it.
-`train` takes this path when `MLPKernel.supports(model, ...)`; anything else goes through autograd.
+The update is the stack's (`StackedOptimizer` over the (1, P) stack of one): one definition of each rule.
+One net alone takes this path when `MLPKernel.supports(model, ...)`; anything else goes through autograd.
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
-_aten = torch.ops.aten
-_BETAS, _EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam's defaults, which the autograd path uses too
-
-
-def _relu_bwd(g, a, z, m):
-    return _aten.threshold_backward.grad_input(g, a, 0.0, grad_input=g)
-
-
-def _leaky_bwd(g, a, z, m):
-    return _aten.leaky_relu_backward.grad_input(g, a, m.negative_slope, True, grad_input=g)
-
-
-def _tanh_bwd(g, a, z, m):
-    return _aten.tanh_backward.grad_input(g, a, grad_input=g)
-
-
-def _sigmoid_bwd(g, a, z, m):
-    return _aten.sigmoid_backward.grad_input(g, a, grad_input=g)
-
-
-def _gelu_bwd(g, a, z, m):
-    return _aten.gelu_backward.grad_input(g, z, approximate=m.approximate, grad_input=g)
-
-
-def _silu_bwd(g, a, z, m):
-    return _aten.silu_backward.grad_input(g, z, grad_input=g)
-
-
-# activation type -> (forward in place on the pre-activation?, forward, backward(grad, output, input, module))
-# In-place ones compute their derivative from the output, so the pre-activation need not be kept.
-_ACTIVATIONS = {
-    nn.Identity: (True, lambda z, m: z, lambda g, a, z, m: g),
-    nn.ReLU: (True, lambda z, m: z.relu_(), _relu_bwd),
-    nn.LeakyReLU: (True, lambda z, m: nn.functional.leaky_relu_(z, m.negative_slope), _leaky_bwd),
-    nn.Tanh: (True, lambda z, m: z.tanh_(), _tanh_bwd),
-    nn.Sigmoid: (True, lambda z, m: z.sigmoid_(), _sigmoid_bwd),
-    nn.GELU: (False, lambda z, m: nn.functional.gelu(z, approximate=m.approximate), _gelu_bwd),
-    nn.SiLU: (False, lambda z, m: nn.functional.silu(z), _silu_bwd),
-}
+from automlp.engine.activations import BY_MODULE
+from automlp.engine.config import TrainConfig
+from automlp.engine.optim import FAMILIES, StackedOptimizer, hyperparameters
 
 
 def _split_layers(model: nn.Module) -> list[tuple[nn.Linear, nn.Module | None, float]] | None:
@@ -75,7 +38,7 @@ def _split_layers(model: nn.Module) -> list[tuple[nn.Linear, nn.Module | None, f
             layers.append((lin, None, 0.0))
             return layers
         act = mods[i]
-        if type(act) not in _ACTIVATIONS or (type(act) is nn.LeakyReLU and act.negative_slope < 0):
+        if type(act) not in BY_MODULE or (type(act) is nn.LeakyReLU and act.negative_slope < 0):
             return None
         i += 1
         p = 0.0
@@ -91,7 +54,7 @@ class MLPKernel:
 
     @staticmethod
     def supports(model: nn.Module, optimizer: str, device: torch.device, precision: str = "fp32") -> bool:
-        if optimizer not in ("adam", "adamw", "sgd") or precision != "fp32":
+        if optimizer not in FAMILIES or precision != "fp32":
             return False
         layers = _split_layers(model)
         if not layers or any(p >= 1 for _, _, p in layers):
@@ -100,12 +63,9 @@ class MLPKernel:
         return all(t.dtype == torch.float32 and t.device.type == device.type
                    and (device.index is None or t.device.index == device.index) for t in model.parameters())
 
-    def __init__(self, model: nn.Module, task: str, n_classes: int, optimizer: str, alpha: float,
-                 momentum: float = 0.0, nesterov: bool = False):
+    def __init__(self, model: nn.Module, task: str, n_classes: int, config: TrainConfig):
         layers = _split_layers(model)
         self.model, self.task, self.n_classes = model, task, n_classes
-        self.optimizer, self.alpha = optimizer, alpha
-        self.momentum, self.nesterov = momentum, nesterov and momentum > 0
         lins = [lin for lin, _, _ in layers]
         self.acts = [act for _, act, _ in layers[:-1]]
         self.dropouts = [p for _, _, p in layers[:-1]]
@@ -116,7 +76,6 @@ class MLPKernel:
         # one flat tensor: [all weights | all biases]; the L2 penalty touches the first part only
         self.flat = torch.empty(n_w + n_b, device=dev)
         self.grad = torch.zeros_like(self.flat)
-        self.n_weights = n_w
         self.W, self.B, self.GW, self.GB = [], [], [], []
         ow, ob = 0, n_w
         with torch.no_grad():
@@ -130,13 +89,10 @@ class MLPKernel:
                     store.append(view)
                     grads.append(self.grad[off:off + n].view_as(p))
                 ow, ob = ow + nw, ob + nb
-        self.state = [torch.zeros_like(self.flat) for _ in range(2 if optimizer != "sgd" else 1)]
-        self.step_t = torch.zeros((), device=dev)  # the fused kernels read the step count from a tensor
-        self.n_steps = 0
-        self.fused = dev.type in ("cpu", "cuda") and hasattr(torch, "_fused_adam_")
+        self.opt = StackedOptimizer(self.flat.view(1, -1), self.grad.view(1, -1), config.optimizer,
+                                    hyperparameters([config]), n_decay=n_w)
         self._graph, self._perm, self._loss = None, None, None  # CUDA: the captured epoch and its inputs
         self._graph_key: tuple | None = None
-        self._lr = torch.zeros((), device=dev)
 
     def release(self) -> None:
         """Give each parameter its own storage again (exporters such as safetensors refuse shared ones)."""
@@ -146,62 +102,59 @@ class MLPKernel:
 
     # ------------------------------------------------------------------ one epoch
     def train_epoch(self, X: torch.Tensor, targets: torch.Tensor, perm: torch.Tensor, batch_size: int,
-                    lr: float) -> torch.Tensor:
+                    lr_scale: float) -> torch.Tensor:
         """One pass over X in the order `perm`; returns the summed training loss as a device tensor (no sync).
 
         `targets` is one-hot float (classification) or (n, n_out) float (regression). On CUDA the whole epoch
         is captured once as a CUDA graph and replayed: one launch instead of ~25 per batch (see `_replay`).
         """
-        if self.device.type == "cuda" and self.fused:
-            return self._replay(X, targets, perm, batch_size, lr)
-        return self._epoch(X, targets, perm, batch_size, lr)
+        self.opt.set_lr_scale([lr_scale])  # the schedule's multiplier of this epoch (the graph reads it too)
+        if self.device.type == "cuda" and not self.opt.fused:
+            return self._replay(X, targets, perm, batch_size)
+        return self._epoch(X, targets, perm, batch_size)
 
-    def _epoch(self, X: torch.Tensor, targets: torch.Tensor, perm: torch.Tensor, batch_size: int,
-               lr: float | torch.Tensor) -> torch.Tensor:
+    def _epoch(self, X: torch.Tensor, targets: torch.Tensor, perm: torch.Tensor, batch_size: int) -> torch.Tensor:
         # one gather per epoch (index_select: several times faster than X[perm] on CPU), then every batch
         # is a contiguous slice, a view
         Xp, Tp = torch.index_select(X, 0, perm), torch.index_select(targets, 0, perm)
         losses = []
         with torch.no_grad():
             for lo in range(0, len(X), batch_size):
-                losses.append(self._step(Xp[lo:lo + batch_size], Tp[lo:lo + batch_size], lr))
+                losses.append(self._step(Xp[lo:lo + batch_size], Tp[lo:lo + batch_size]))
         total = torch.stack(losses).sum()
         return -total if self.task == "classification" else total / targets.shape[1]
 
-    def _replay(self, X: torch.Tensor, targets: torch.Tensor, perm: torch.Tensor, batch_size: int,
-                lr: float) -> torch.Tensor:
+    def _replay(self, X: torch.Tensor, targets: torch.Tensor, perm: torch.Tensor, batch_size: int) -> torch.Tensor:
         """The epoch as a CUDA graph: the first epoch runs eagerly (it warms cuBLAS up), the second is captured.
 
         Everything that changes between epochs lives in tensors the graph reads: the permutation, the
-        learning rate, the step count; X, targets and the batch size are the same for the whole run.
+        optimizer's lr multiplier and step counts; X, targets and the batch size are the same for the whole run.
         """
         key = (X.data_ptr(), targets.data_ptr(), len(X), batch_size)
         if key != self._graph_key:  # the graph reads these addresses: new inputs, new graph
             self._graph, self._perm, self._graph_key = None, None, key
         if self._graph is None:
-            self._lr.fill_(lr)
             if self._perm is None:
                 self._perm = perm.clone()
-                return self._epoch(X, targets, perm, batch_size, self._lr)
+                return self._epoch(X, targets, perm, batch_size)
             self._perm.copy_(perm)
             self._graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(self._graph):
-                self._loss = self._epoch(X, targets, self._perm, batch_size, self._lr)
+                self._loss = self._epoch(X, targets, self._perm, batch_size)
         else:
             self._perm.copy_(perm)
-            self._lr.fill_(lr)
         self._graph.replay()
         return self._loss.clone()
 
-    def _step(self, xb: torch.Tensor, tb: torch.Tensor, lr: float | torch.Tensor) -> torch.Tensor:
+    def _step(self, xb: torch.Tensor, tb: torch.Tensor) -> torch.Tensor:
         b = len(xb)
         ins, acts_out, pre, noises = [xb], [], [], []  # per hidden layer: its input, a = act(z), z, dropout mask
         h = xb
         for k, (act, p) in enumerate(zip(self.acts, self.dropouts)):
             z = torch.addmm(self.B[k], h, self.W[k].t())
-            inplace, fwd, _ = _ACTIVATIONS[type(act)]
-            a = fwd(z, act)  # in place where the derivative comes from the output: z is not kept then
-            pre.append(None if inplace else z)
+            spec = BY_MODULE[type(act)]
+            a = spec.forward(z, act)  # in place where the derivative comes from the output: z is not kept then
+            pre.append(None if spec.inplace else z)
             acts_out.append(a)
             noise = None
             h = a
@@ -223,12 +176,12 @@ class MLPKernel:
             if noises[k] is not None:
                 g.mul_(noises[k])
             act = self.acts[k]
-            g = _ACTIVATIONS[type(act)][2](g, acts_out[k], pre[k], act)
+            g = BY_MODULE[type(act)].backward(g, acts_out[k], pre[k], act)
             torch.mm(g.t(), ins[k], out=self.GW[k])
             torch.sum(g, 0, out=self.GB[k])
             if k > 0:
                 g = torch.mm(g, self.W[k])
-        self._update(lr)
+        self.opt.step()
         return loss
 
     def _loss_grad(self, out_t: torch.Tensor, t_t: torch.Tensor, b: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -245,42 +198,3 @@ class MLPKernel:
         g = out_t.sub_(t_t)
         loss = torch.mul(g, g).sum()
         return loss, g.mul_(2.0 / g.numel())
-
-    # ------------------------------------------------------------------ optimizer step
-    def _update(self, lr: float | torch.Tensor) -> None:
-        alpha, n_w = self.alpha, self.n_weights
-        p, g = self.flat, self.grad
-        if alpha > 0:
-            if self.optimizer == "adamw":  # decoupled weight decay, as torch.optim.AdamW
-                p[:n_w].mul_(1 - lr * alpha)
-            else:  # L2 in the gradient, as torch.optim.Adam / SGD weight_decay
-                g[:n_w].add_(p[:n_w], alpha=alpha)
-        if self.optimizer == "sgd":
-            self._sgd(lr)
-            return
-        self.n_steps += 1
-        if self.fused:
-            self.step_t.add_(1)
-            torch._fused_adam_([p], [g], [self.state[0]], [self.state[1]], [], [self.step_t], lr=lr,
-                               beta1=_BETAS[0], beta2=_BETAS[1], weight_decay=0.0, eps=_EPS, amsgrad=False,
-                               maximize=False)
-            return
-        # the same update in plain tensor ops (devices without the fused kernel)
-        m, v, t = self.state[0], self.state[1], self.n_steps
-        m.lerp_(g, 1 - _BETAS[0])
-        v.mul_(_BETAS[1]).addcmul_(g, g, value=1 - _BETAS[1])
-        denom = (v.sqrt() / math.sqrt(1 - _BETAS[1] ** t)).add_(_EPS)
-        p.addcdiv_(m, denom, value=-lr / (1 - _BETAS[0] ** t))
-
-    def _sgd(self, lr: float | torch.Tensor) -> None:
-        p, g, mu = self.flat, self.grad, self.momentum
-        if mu == 0:
-            p.sub_(g * lr)
-            return
-        buf = self.state[0]  # starts at zero, so the first step gives buf = grad, as torch.optim.SGD
-        if self.fused:
-            torch._fused_sgd_([p], [g], [buf], weight_decay=0.0, momentum=mu, lr=lr, dampening=0.0,
-                              nesterov=self.nesterov, maximize=False, is_first_step=False)
-            return
-        buf.mul_(mu).add_(g)
-        p.add_(g.add(buf, alpha=mu) if self.nesterov else buf, alpha=-lr)

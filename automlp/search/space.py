@@ -1,0 +1,134 @@
+"""The space: sample a configuration, list the active parameters, enumerate the grid, and turn params into configs.
+
+The one place the width parameters are translated: a trial holds `width` (width_mode: shared) or `width_0` ..
+`width_{depth-1}` (per_layer); everything past this module sees `widths`, a list of one width per hidden layer.
+"""
+
+from __future__ import annotations
+
+import optuna
+
+from automlp.data import PreparedData
+from automlp.errors import SpecError
+from automlp.model import MLPConfig
+from automlp.engine import TrainConfig
+from automlp.spec import Param, Spec
+
+# the params a stack's members share (their trials must agree on them; the rest is each member's own)
+STRUCTURAL = ("depth", "activation", "optimizer", "batch_size")  # automlp.engine.stack_key's params
+MAX_LAYERS = 64  # more width_i than any spec allows
+
+
+def _suggest(trial: optuna.Trial, p: Param, name: str | None = None):
+    name = name or p.name
+    if p.kind == "cat":
+        return trial.suggest_categorical(name, list(p.choices) if p.choices is not None else [p.value])
+    if p.choices is not None:
+        return trial.suggest_categorical(name, list(p.choices))
+    if p.is_fixed:
+        low = high = p.value
+        log, step = False, None
+    else:
+        low, high, log, step = p.low, p.high, p.log, p.step
+    if p.kind == "int":
+        return trial.suggest_int(name, int(low), int(high), step=int(step or 1), log=log)
+    return trial.suggest_float(name, float(low), float(high), step=step, log=log)
+
+
+def suggest_params(trial: optuna.Trial, spec: Spec) -> dict:
+    """Sample one configuration. Conditional parameters exist only where they act:
+    momentum/nesterov with sgd, power_t with invscaling, lr and batch_size without lbfgs,
+    width_i for the layers i the sampled depth creates (width_mode: per_layer)."""
+    space = spec.space
+    params = {"depth": _suggest(trial, space.depth)}
+    if space.width_mode == "per_layer":
+        params["widths"] = [_suggest(trial, space.width, f"width_{i}") for i in range(params["depth"])]
+    else:
+        width = _suggest(trial, space.width) if params["depth"] > 0 else 0
+        params["widths"] = [width] * params["depth"]
+    for name in ("activation", "optimizer", "alpha", "dropout", "lr_schedule", "max_epochs"):
+        params[name] = _suggest(trial, getattr(space, name))
+    if params["optimizer"] != "lbfgs":
+        params["lr"] = _suggest(trial, space.lr)
+        params["batch_size"] = _suggest(trial, space.batch_size)
+    if params["optimizer"] == "sgd":
+        params["momentum"] = _suggest(trial, space.momentum)
+        params["nesterov"] = _suggest(trial, space.nesterov)
+    if params["lr_schedule"] == "invscaling":
+        params["power_t"] = _suggest(trial, space.power_t)
+    return params
+
+
+def params_of(trial: optuna.trial.FrozenTrial) -> dict:
+    """A finished trial's params in `suggest_params` form (widths as a list)."""
+    p = dict(trial.params)
+    depth = p["depth"]
+    if "width_0" in p or depth == 0:
+        p["widths"] = [p.pop(f"width_{i}") for i in range(depth)]
+    else:
+        p["widths"] = [p["width"]] * depth
+    for i in range(MAX_LAYERS):
+        p.pop(f"width_{i}", None)
+    p.pop("width", None)
+    return p
+
+
+def structural_params(trial_params: dict) -> dict:
+    """The trial params (Optuna's names) a stack mate must share, for `study.enqueue_trial`."""
+    return {name: trial_params[name] for name in STRUCTURAL if name in trial_params}
+
+
+def active_params(spec: Spec) -> dict[str, Param]:
+    """The parameters some trial can sample (conditional ones whose condition can never hold are left out)."""
+    params = spec.space.params()
+    values = {n: set(p.grid_values() or []) for n, p in params.items() if p.kind == "cat"}
+    if values["optimizer"] == {"lbfgs"}:
+        params.pop("lr"), params.pop("batch_size")
+    if "sgd" not in values["optimizer"]:
+        params.pop("momentum"), params.pop("nesterov")
+    if "invscaling" not in values["lr_schedule"]:
+        params.pop("power_t")
+    return params
+
+
+def grid_space(spec: Spec) -> dict[str, list]:
+    """Every parameter's finite values, for the grid sampler; a continuous range is an error."""
+    space = spec.space
+    out = {}
+    for name, p in space.params().items():
+        values = p.grid_values()
+        if values is None:
+            raise SpecError(f"space.{name}: the grid sampler needs a finite set of values; give a list of "
+                            "choices or a range with a step")
+        if name == "width" and space.width_mode == "per_layer":
+            for i in range(int(max(space.depth.grid_values()))):
+                out[f"width_{i}"] = values
+        else:
+            out[name] = values
+    return out
+
+
+def space_fingerprint(spec: Spec) -> dict:
+    """What a study may not change between runs: the space (the metric is checked beside it)."""
+    return {name: p.describe() for name, p in spec.space.params().items()} | {"width_mode": spec.space.width_mode}
+
+
+def configs_from_params(params: dict, spec: Spec, data: PreparedData, metric: str,
+                        seed: int) -> tuple[MLPConfig, TrainConfig]:
+    """Concrete configs from sampled params (as returned by `suggest_params` or rebuilt by `params_of`)."""
+    es = spec.training.early_stopping
+    mlp = MLPConfig(n_inputs=data.n_features, n_outputs=data.n_outputs, widths=tuple(params["widths"]),
+                    activation=params["activation"], dropout=float(params["dropout"]))
+    tc = TrainConfig(
+        optimizer=params["optimizer"], lr=float(params.get("lr", 1.0)), alpha=float(params["alpha"]),
+        batch_size=int(params.get("batch_size", len(data.X_train))), max_epochs=int(params["max_epochs"]),
+        lr_schedule=params["lr_schedule"], momentum=float(params.get("momentum", 0.0)),
+        nesterov=bool(params.get("nesterov", False)), power_t=float(params.get("power_t", 0.5)),
+        patience=es.patience if es.enabled else None, min_delta=es.min_delta, monitor=es.monitor, seed=seed,
+        metric=metric, precision=spec.training.precision)
+    return mlp, tc
+
+
+def trial_seed(study_seed: int, number: int) -> int:
+    """The seed of a trial's initial weights (and, trained alone, its batch order)."""
+    return (study_seed * 1_000_003 + number * 7_919 + 17) % (2**31 - 1)
