@@ -33,6 +33,7 @@ class BlockConfig:
     feature_scaling: bool = False
     arch: str = "mlp"
     k_ensemble: int = 1  # internal members of tabm / tabm_mini (32 in the paper)
+    task: str = "regression"  # how internal members' predictions are averaged: probabilities or values
 
     def __post_init__(self) -> None:
         if self.embedding not in EMBEDDINGS:

@@ -303,7 +303,8 @@ class BlockNet(nn.Module):
 
 
 class ServedMember(nn.Module):
-    """member(k) as export wants it: (B, d) -> (B, out)."""
+    """member(k) as export wants it: (B, d) -> (B, out). `training_loss` is what the trainer minimises: the mean of
+    the internal members' losses (TabM), with label smoothing for classification when asked."""
 
     def __init__(self, net: BlockNet) -> None:
         super().__init__()
@@ -311,3 +312,7 @@ class ServedMember(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)[0]
+
+    @torch.jit.unused
+    def training_loss(self, x: torch.Tensor, y: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+        return self.net.member_losses(x, y, label_smoothing)[0]

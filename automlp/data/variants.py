@@ -19,19 +19,27 @@ if TYPE_CHECKING:
 
 
 class DataVariants:
+    """`first`: the data (and tensors) the search already prepared, so its choice is not prepared twice."""
+
     def __init__(self, spec: DataSpec, seed: int, device: torch.device, raw: RawData | None = None,
-                 first: PreparedData | None = None) -> None:
-        self.spec, self.seed, self.device = spec, seed, device
-        self.raw = raw if raw is not None else read_data(spec)
+                 first: tuple[PreparedData, TrainData] | None = None) -> None:
+        self.spec, self.seed, self.device, self.raw = spec, seed, device, raw
         self._prepared: dict[str, PreparedData] = {}
         self._tensors: dict[str, TrainData] = {}
         if first is not None:
-            self._prepared[first.numeric_preprocessing] = first
+            self._prepared[first[0].numeric_preprocessing] = first[0]
+            self._tensors[first[0].numeric_preprocessing] = first[1]
 
     def prepared(self, choice: str = "standard") -> PreparedData:
         if choice not in self._prepared:
+            if self.raw is None:  # read once, when a second choice first needs it
+                self.raw = read_data(self.spec)
             self._prepared[choice] = prepare_data(self.spec, self.seed, self.raw, numeric=choice)
         return self._prepared[choice]
+
+    def of(self, tensors: TrainData) -> PreparedData:
+        """The prepared data whose tensors these are."""
+        return next(self._prepared[c] for c, t in self._tensors.items() if t is tensors)
 
     def tensors(self, choice: str = "standard") -> TrainData:
         if choice not in self._tensors:

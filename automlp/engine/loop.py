@@ -67,8 +67,8 @@ DoneCallback = Callable[[MemberOutcome], "Member | None"]
 
 def stack_key(net: MLPConfig, config: TrainConfig) -> tuple | None:
     """Members with equal keys can share a stack; None: this one trains alone (lbfgs: a full-batch line search)."""
-    if config.optimizer not in STACKABLE_OPTIMIZERS:
-        return None
+    if config.optimizer not in STACKABLE_OPTIMIZERS or not net.plain or config.label_smoothing:
+        return None  # blocks and label smoothing train alone for now (automlp.blocks.net.BlockNet can stack)
     return (net.n_inputs, net.n_outputs, net.depth, net.activation, config.optimizer, config.batch_size)
 
 

@@ -22,6 +22,7 @@ import torch
 
 from automlp.errors import ExportError
 from automlp.export.preprocess import FeatureTransform, Typed
+from automlp.blocks.config import BlockConfig
 from automlp.model import MLPConfig, build_mlp
 
 MODEL_FORMAT = "automlp-model"
@@ -302,8 +303,9 @@ def load(path: str | Path, device: str = "cpu") -> Predictor:
         raise ExportError(f"{folder / 'preprocessing.json'}: not valid JSON ({e})") from None
     transform = FeatureTransform(state)
     a = meta["architecture"]
+    blocks = BlockConfig(**a["blocks"]) if a.get("blocks") else None  # embeddings, TabM (automlp.blocks)
     cfg = MLPConfig(n_inputs=a["n_inputs"], n_outputs=a["n_outputs"], widths=tuple(a["widths"]),
-                    activation=a["activation"], dropout=a["dropout"])
+                    activation=a["activation"], dropout=a["dropout"], blocks=blocks)
     if cfg.n_inputs != transform.n_features:
         raise ExportError(f"{folder}: the network takes {cfg.n_inputs} features, preprocessing.json makes "
                           f"{transform.n_features}; re-export the model")

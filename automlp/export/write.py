@@ -163,6 +163,8 @@ def _onnx(model: torch.nn.Module, n_features: int, path: Path) -> str | None:
         with warnings.catch_warnings():
             # the TorchScript-based exporter needs only `onnx` (the torch.export-based one also needs onnxscript)
             warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*legacy TorchScript-based")
+            # a net of blocks branches on its (fixed) shapes: the trace records the branch its structure takes
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
             torch.onnx.export(model, (example,), str(path), input_names=["features"], output_names=["outputs"],
                               dynamic_axes={"features": {0: "rows"}, "outputs": {0: "rows"}}, dynamo=False)
     except (ImportError, RuntimeError, torch.onnx.errors.OnnxExporterError) as e:
@@ -193,6 +195,7 @@ def write_model(out_dir: Path, run: TrialRun, data: PreparedData, spec: Spec, *,
     params, ...); `scores` are the run's metrics per split (train/val/test)."""
     out_dir = Path(out_dir)
     notes = list(notes or [])
+    data = run.data_or(data)  # the preprocessing this model's trial chose
     state = preprocessing_state(data, spec.data.na_values)
     check_preprocessing(state, data)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -231,7 +234,8 @@ def _metadata(run, data, spec, trial, scores, metric, refit, notes, state, files
         "task": data.task,
         "target": state["target"],
         "architecture": {"n_inputs": mlp.n_inputs, "n_outputs": mlp.n_outputs, "widths": list(mlp.widths),
-                         "activation": mlp.activation, "dropout": mlp.dropout, "describe": mlp.describe()},
+                         "activation": mlp.activation, "dropout": mlp.dropout, "describe": mlp.describe(),
+                         "blocks": None if mlp.plain else dataclasses.asdict(mlp.blocks)},
         "metrics": scores,
         "input_schema": state["columns"],
         "notes": notes,
@@ -340,6 +344,7 @@ def export_study(spec: Spec, trial_number: int | None = None, refit: bool = Fals
     metric = study_metric(study, spec, data.task)
     trial = _pick_trial(study, trial_number)
     run = replay(trial, spec, data, to_tensors(data, device), metric)
+    data = run.data_or(data)
     notes = []
     if not math.isclose(run.result.best_val_score, trial.value, rel_tol=1e-4, abs_tol=1e-6):
         notes.append(f"replayed trial {trial.number} scored {run.result.best_val_score:.6g} on validation, the "
