@@ -57,9 +57,9 @@ def features(rows: list[dict], pre: dict) -> np.ndarray:
     num, cat = pre["numeric"], pre["categorical"]
     dtypes = {c["name"]: c["dtype"] for c in pre["columns"]}
     X = np.zeros((len(rows), pre["n_features"]), np.float32)
-    raw = {}
+    numbers = {}
     for j, name in enumerate(num["columns"]):
-        raw[name] = x = np.array([np.nan if r[name].lstrip() in na else float(r[name]) for r in rows], np.float64)
+        numbers[name] = x = np.array([np.nan if r[name].lstrip() in na else float(r[name]) for r in rows], np.float64)
         X[:, j] = scale(np.where(np.isnan(x), num["impute"][j], x), num, j)
     offset = len(num["columns"])
     for c in cat["columns"]:
@@ -71,7 +71,7 @@ def features(rows: list[dict], pre: dict) -> np.ndarray:
                 X[i, offset + pos] = 1.0
         offset += c["width"]
     for j, name in enumerate(num.get("missing_indicators", [])):
-        X[:, offset + j] = np.isnan(raw[name])
+        X[:, offset + j] = np.isnan(numbers[name])
     return X
 
 
