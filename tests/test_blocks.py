@@ -166,3 +166,47 @@ def test_feature_scaling_scales_the_first_layers_inputs():
     X0 = X.clone()
     X0[:, 0] = 0.0
     assert torch.equal(after[0], before[0]) and torch.allclose(after[1], net(X0)[1])
+
+
+# ---- in the engine: the population oracle, extended to nets of blocks ------------------------------------------
+
+def _data(task: str):
+    from automlp.data import TrainData
+
+    gen = torch.Generator().manual_seed(3)
+    X = torch.randn(260, 6, generator=gen)
+    if task == "classification":
+        y = (X[:, 0] + X[:, 1] * X[:, 2] > 0).long() + (X[:, 3] > 1).long()
+        return TrainData(X[:200], y[:200], X[200:], y[200:], task, 3, torch.device("cpu"))
+    y = X[:, 0] + torch.sin(3 * X[:, 1])
+    return TrainData(X[:200], y[:200], X[200:], y[200:], task, 0, torch.device("cpu"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task, blocks, own_order", [
+    ("classification", BlockConfig(n_numeric=4, embedding="piecewise_linear", n_bins=6, arch="tabm_mini",
+                                   k_ensemble=3, task="classification"), False),
+    ("regression", BlockConfig(n_numeric=4, embedding="periodic", feature_scaling=True, arch="tabm", k_ensemble=2),
+     True)])
+def test_a_stacked_member_with_blocks_trains_as_it_does_alone(task, blocks, own_order):
+    """K members of one block structure in one stack (flat parameters, the stacked optimizer) each train exactly
+    as that config trained alone (K = 1: autograd and torch's optimizer): member 0 on the stack's shared batch
+    order, every member with its own order, label smoothing per member."""
+    from automlp.engine import Member, TrainConfig, train_stack
+    from automlp.model import MLPConfig
+
+    data = _data(task)
+    out = 3 if task == "classification" else 1
+    net = MLPConfig(6, out, (16, 16), "relu", 0.0, blocks)
+    tcs = [TrainConfig(optimizer="adamw", lr=lr, alpha=a, batch_size=32, max_epochs=4, patience=None, seed=s,
+                       betas=(0.9, b2), label_smoothing=ls, metric="accuracy" if task == "classification" else "r2")
+           for lr, a, s, b2, ls in [(0.01, 1e-3, 5, 0.95, 0.1), (0.003, 0.0, 6, 0.999, 0.0), (0.02, 1e-2, 7, 0.9, 0.05)]]
+    members = [Member(k, net, tc, batch_seed=tc.seed if own_order else None) for k, tc in enumerate(tcs)]
+    stacked = {o.tag: o for o in train_stack(members, data)}
+    for k in ([0, 1, 2] if own_order else [0]):
+        (alone,) = train_stack([Member(k, net, tcs[k])], data)
+        got, ref = stacked[k].result, alone.result
+        for key in ("train_loss", "val_loss", "val_score"):
+            assert got.history[key] == pytest.approx(ref.history[key], rel=1e-4, abs=1e-5), (k, key)
+        with torch.no_grad():
+            assert torch.allclose(stacked[k].model(data.X_val), alone.model(data.X_val), rtol=1e-4, atol=1e-4)

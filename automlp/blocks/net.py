@@ -218,9 +218,15 @@ class BlockNet(nn.Module):
             owner = getattr(owner, part)
         return owner, attr
 
-    def member(self, k: int) -> ServedMember:
-        """The plain, TorchScript-able model computing exactly member k: (B, d) -> (B, out), on the host."""
-        return ServedMember(self.member_net(k))
+    def member(self, k: int, flat_row: torch.Tensor | None = None) -> ServedMember:
+        """The plain, TorchScript-able model computing exactly member k (or member k with the weights of
+        `flat_row`, a row of `flat`, e.g. its best epoch's): (B, d) -> (B, out), on the host."""
+        one = self.member_net(k)
+        if flat_row is not None:
+            one.flatten()
+            one.flat[0].copy_(flat_row)
+            one.unflatten()
+        return ServedMember(one)
 
     @torch.no_grad()
     def member_net(self, k: int) -> BlockNet:
@@ -289,17 +295,55 @@ class BlockNet(nn.Module):
             return torch.logsumexp(torch.log_softmax(y, dim=-1), dim=2) - math.log(y.shape[2])
         return y.mean(dim=2)
 
-    def member_losses(self, x: torch.Tensor, y: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
-        """Each member's training loss (K,): the mean over its internal members of their losses (TabM), on a
-        shared batch (y of (B,)) or own rows (y of (K, B))."""
+    def row_losses(self, x: torch.Tensor, y: torch.Tensor, label_smoothing: torch.Tensor | float = 0.0) -> torch.Tensor:
+        """Each member's loss on each row (K, B): the mean over its internal members (TabM), on a shared batch
+        (y of (B,)) or own rows (y of (K, B)). `label_smoothing`: one value, or one per member (K,), as
+        F.cross_entropy's: (1 - eps) * nll + eps * the mean over classes of -log p."""
         out = self.forward_members(x)
         k, b, e, c = out.shape
         y = (y.expand(k, b) if y.dim() == 1 else y).unsqueeze(2).expand(k, b, e)
         if self.classification:
-            loss = F.cross_entropy(out.reshape(-1, c), y.reshape(-1), reduction="none",
-                                   label_smoothing=label_smoothing)
-            return loss.view(k, b * e).mean(dim=1)
-        return (out.squeeze(-1) - y).square().reshape(k, b * e).mean(dim=1)
+            logp = torch.log_softmax(out, dim=-1)
+            nll = -logp.gather(-1, y.unsqueeze(-1)).squeeze(-1)
+            eps = torch.as_tensor(label_smoothing, dtype=out.dtype, device=out.device).reshape(-1, 1, 1)
+            return ((1 - eps) * nll + eps * -logp.mean(dim=-1)).mean(dim=2)
+        return (out.squeeze(-1) - y).square().mean(dim=2)
+
+    def member_losses(self, x: torch.Tensor, y: torch.Tensor, label_smoothing: torch.Tensor | float = 0.0) -> torch.Tensor:
+        """Each member's training loss (K,): the mean of its internal members' losses over the batch (TabM)."""
+        return self.row_losses(x, y, label_smoothing).mean(dim=1)
+
+    # ---- as a stack in the engine ------------------------------------------------------------------------------
+
+    @property
+    def layer_sizes(self) -> list[tuple[int, int]]:
+        """(inputs, outputs) of each layer as evaluated, internal members counted in (memory bounds only)."""
+        return [(layer.w.shape[1], layer.w.shape[2] * self.e) for layer in self.layers]
+
+    def unflatten(self) -> None:
+        """Every parameter its own tensor again (no flat layout)."""
+        for name, p in list(self.named_parameters()):
+            owner, attr = self._owner(name)
+            setattr(owner, attr, nn.Parameter(p.detach().clone()))
+        self.flat = None
+
+    @torch.no_grad()
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep only the given members (their parameters, buffers and dropout), laid out flat again."""
+        for name, p in list(self.named_parameters()):
+            owner, attr = self._owner(name)
+            setattr(owner, attr, nn.Parameter(p.detach()[rows].clone()))
+        for name, buf in list(self.named_buffers()):
+            owner, attr = self._owner(name)
+            setattr(owner, attr, buf[rows].clone())
+        self.n_members = len(rows)
+        self.any_dropout = bool((self.dropout > 0).any())
+        self.flatten()
+
+    @torch.no_grad()
+    def set_member_dropout(self, k: int, rate: float) -> None:
+        self.dropout[k] = rate
+        self.any_dropout = bool((self.dropout > 0).any())
 
 
 class ServedMember(nn.Module):
@@ -314,5 +358,9 @@ class ServedMember(nn.Module):
         return self.net(x)[0]
 
     @torch.jit.unused
-    def training_loss(self, x: torch.Tensor, y: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    def decayed(self) -> list[str]:
+        return [f"net.{name}" for name in self.net.decayed()]
+
+    @torch.jit.unused
+    def training_loss(self, x: torch.Tensor, y: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:  # noqa
         return self.net.member_losses(x, y, label_smoothing)[0]
