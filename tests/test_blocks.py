@@ -210,3 +210,21 @@ def test_a_stacked_member_with_blocks_trains_as_it_does_alone(task, blocks, own_
             assert got.history[key] == pytest.approx(ref.history[key], rel=1e-4, abs=1e-5), (k, key)
         with torch.no_grad():
             assert torch.allclose(stacked[k].model(data.X_val), alone.model(data.X_val), rtol=1e-4, atol=1e-4)
+
+
+def test_recipe_schedules_follow_their_definitions():
+    from automlp.blocks.schedules import coslog4, flat_cosine, warmup_cosine
+    from automlp.engine import TrainConfig
+    from automlp.engine.schedules import lr_multiplier
+
+    # coslog4 at the middle of epoch e of 30: 0.5 (1 - cos(2 pi log2(1 + 15 t))), t = (e - 0.5) / 30
+    for e in (1, 8, 30):
+        t = (e - 0.5) / 30
+        assert coslog4(e, 30) == pytest.approx(0.5 * (1 - np.cos(2 * np.pi * np.log2(1 + 15 * t))))
+    values = [coslog4(e, 200) for e in range(1, 201)]
+    peaks = sum(1 for a, b, c in zip(values, values[1:], values[2:]) if a < b > c)
+    assert peaks == 4 and max(values) > 0.99 and values[-1] < 0.01  # four cycles, ending near 0
+    assert [round(warmup_cosine(e, 40), 3) for e in (1, 2, 3)] == [0.25, 0.75, 1.0]  # 5% of 40 epochs = 2
+    assert warmup_cosine(40, 40) < 0.01 and flat_cosine(10, 40) == 1.0 and flat_cosine(40, 40) < 0.01
+    tc = TrainConfig(lr_schedule="coslog4", max_epochs=30)
+    assert lr_multiplier(tc, 8, []) == coslog4(8, 30)  # the engine's registry serves them
