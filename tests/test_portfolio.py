@@ -23,6 +23,11 @@ def test_default_space_takes_every_entry_clipped_to_its_ranges():
     assert mlp["batch_size"] == 256  # 200 is not among 32..256: the nearest choice by ratio
 
 
+def test_small_data_gets_smaller_batches():
+    entries, _ = portfolio_params(_spec(), "accuracy", n_train=1000)
+    assert [params["batch_size"] for _, params in entries] == [64, 64, 64]  # 1000 / 16 = 62: the nearest choice
+
+
 def test_label_smoothing_is_left_out_for_probability_metrics():
     entries, _ = portfolio_params(_spec(), "roc_auc")
     assert all("label_smoothing" not in params for _, params in entries)

@@ -116,7 +116,7 @@ def run_search(spec: Spec, progress: Callable[[Progress], None] | None = None,
     if spec.training.precision in ("bf16", "fp16") and device.type != "cuda":
         notes.append(f"training.precision: {spec.training.precision} is CUDA mixed precision; on {device.type} "
                      "the trials train in fp32")
-    notes += enqueue_portfolio(study, spec, metric)
+    notes += enqueue_portfolio(study, spec, metric, len(data.X_train))
     interrupted = False
     if n_total is not None and n_before >= n_total:
         notes.append(f"the study already has {n_before} finished trials (n_trials: {n_total}); nothing to run. "

@@ -169,9 +169,18 @@ def configs_from_params(params: dict, spec: Spec, data: PreparedData, metric: st
         lr_schedule=params["lr_schedule"], momentum=float(params.get("momentum", 0.0)),
         nesterov=bool(params.get("nesterov", False)), power_t=float(params.get("power_t", 0.5)),
         betas=(0.9, float(params.get("beta2", 0.999))), label_smoothing=float(params.get("label_smoothing", 0.0)),
-        patience=es.patience if es.enabled else None, min_delta=es.min_delta, monitor=es.monitor, seed=seed,
+        patience=_patience(es.patience, params) if es.enabled else None, min_delta=es.min_delta, monitor=es.monitor,
+        seed=seed,
         metric=metric, precision=spec.training.precision)
     return mlp, tc
+
+
+def _patience(patience: int, params: dict) -> int:
+    """coslog4 is cyclic: the validation loss rises at each cycle's peak lr, so early stopping waits out at least
+    a quarter of max_epochs (RealMLP trains the whole schedule and restores its best epoch)."""
+    if params.get("lr_schedule") == "coslog4":
+        return max(patience, int(params["max_epochs"]) // 4)
+    return patience
 
 
 def trial_seed(study_seed: int, number: int) -> int:
