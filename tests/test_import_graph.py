@@ -14,8 +14,8 @@ RANKS = {
     "automlp.errors": 0, "automlp.adapters": 0, "automlp.registry": 0,
     "automlp.spec": 1, "automlp.metrics": 1,
     "automlp.data": 2, "automlp.storage": 2,
-    "automlp.model": 3, "automlp.engine": 4,
-    "automlp.search": 5,
+    "automlp.model": 3, "automlp.blocks": 3, "automlp.engine": 4,
+    "automlp.search": 5, "automlp.portfolio": 5,
     "automlp.report": 6, "automlp.export": 6, "automlp.workers": 6,
     "automlp.cli": 7, "automlp.__main__": 7,
 }
