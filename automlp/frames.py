@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from automlp.data import RawData, _check_mixed
+from automlp.data.readers import RawData, _check_mixed
 from automlp.errors import DataError, SpecError
 from automlp.spec import DataSpec
 

@@ -11,4 +11,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd", "lbfgs")
 OPTIMIZER_ALIASES = {"lbfgs": "lbfgs", "l-bfgs": "lbfgs"}
 # optimizers whose update runs over a stack of members; lbfgs (full batch, a line search) trains one net alone
 STACKABLE_OPTIMIZERS = ("adam", "adamw", "sgd")
-LR_SCHEDULES = ("constant", "invscaling", "adaptive", "cosine")
+NUMERIC_PREPROCESSING = ("standard", "quantile", "robust_clip")  # automlp.data.preprocessing
+EMBEDDINGS = ("none", "periodic", "piecewise_linear")  # automlp.blocks
+ARCHS = ("mlp", "tabm_mini", "tabm")  # automlp.blocks
+LR_SCHEDULES = ("constant", "invscaling", "adaptive", "cosine", "warmup_cosine", "flat_cosine", "coslog4")

@@ -3,8 +3,10 @@
     python serve_torchscript.py studies/iris/model data.csv > predictions.csv
 
 It reads model.torchscript.pt and preprocessing.json and repeats automlp's preprocessing: numeric columns
-imputed (median) and standardized, categorical ones one-hot encoded (missing -> the missing category; an
-unseen category -> the infrequent column if there is one, else all zeros). Check metadata.json's SHA-256
+imputed (median) and scaled as numeric.method says (standard; robust_clip: robust scaling and smooth clipping;
+quantile: to a normal distribution), categorical ones one-hot encoded (missing -> the missing category; an
+unseen category -> the infrequent column if there is one, else all zeros), then a 0/1 column per name in
+numeric.missing_indicators (1 = the value was missing). Check metadata.json's SHA-256
 list first if the folder came over a network.
 """
 
@@ -32,15 +34,33 @@ def category_text(value: str, dtype: str) -> str:
     return value
 
 
+def scale(x: np.ndarray, num: dict, j: int) -> np.ndarray:
+    """Column j of the imputed numbers, scaled as the training pipeline scaled it."""
+    method = num.get("method", "standard")
+    if method == "standard":
+        return (x - num["mean"][j]) / num["scale"][j]
+    if method == "robust_clip":
+        z = (x - num["center"][j]) / num["scale"][j]
+        return z / np.sqrt(1.0 + (z / num["clip"]) ** 2)
+    # quantile: sklearn's QuantileTransformer(output_distribution="normal"), step for step
+    q, ref, eps = np.asarray(num["quantiles"][j]), np.asarray(num["references"]), 1e-7
+    u = 0.5 * (np.interp(x, q, ref) - np.interp(-x, -q[::-1], -ref[::-1]))
+    u[x + eps > q[-1]] = 1.0
+    u[x - eps < q[0]] = 0.0
+    bound = eps - np.spacing(1)
+    lo, hi = torch.special.ndtri(torch.tensor([bound, 1 - bound], dtype=torch.float64)).numpy()
+    return np.clip(torch.special.ndtri(torch.from_numpy(u)).numpy(), lo, hi)
+
+
 def features(rows: list[dict], pre: dict) -> np.ndarray:
     na = set(pre["csv"]["na_values"]) | set(pre["csv"]["default_na_values"])
     num, cat = pre["numeric"], pre["categorical"]
     dtypes = {c["name"]: c["dtype"] for c in pre["columns"]}
     X = np.zeros((len(rows), pre["n_features"]), np.float32)
+    numbers = {}
     for j, name in enumerate(num["columns"]):
-        x = np.array([np.nan if r[name].lstrip() in na else float(r[name]) for r in rows], np.float64)
-        x = np.where(np.isnan(x), num["impute"][j], x)
-        X[:, j] = (x - num["mean"][j]) / num["scale"][j]
+        numbers[name] = x = np.array([np.nan if r[name].lstrip() in na else float(r[name]) for r in rows], np.float64)
+        X[:, j] = scale(np.where(np.isnan(x), num["impute"][j], x), num, j)
     offset = len(num["columns"])
     for c in cat["columns"]:
         for i, r in enumerate(rows):
@@ -50,6 +70,8 @@ def features(rows: list[dict], pre: dict) -> np.ndarray:
             if pos is not None:
                 X[i, offset + pos] = 1.0
         offset += c["width"]
+    for j, name in enumerate(num.get("missing_indicators", [])):
+        X[:, offset + j] = np.isnan(numbers[name])
     return X
 
 

@@ -19,7 +19,8 @@ def test_auto_mpg_question_marks_are_missing_values():
     assert data.task == "regression"
     assert data.numeric_columns == ["cylinders", "displacement", "horsepower", "weight", "acceleration",
                                     "model_year"]
-    assert data.feature_names[-3:] == ["origin_1", "origin_2", "origin_3"]
+    # horsepower's '?' rows: imputed, plus a 0/1 column saying which were missing
+    assert data.feature_names[-4:] == ["origin_1", "origin_2", "origin_3", "missingindicator_horsepower"]
     assert not np.isnan(data.X_train).any()
     assert sum(data.sizes().values()) == 398
 

@@ -41,9 +41,12 @@ def invoke(*args):
 
 
 def _spec(name: str, data: dict, space: dict, out: Path, metric: str) -> dict:
-    return {"data": data, "space": {"depth": 1, "batch_size": 32, **space},
+    # the plain MLP on standardized inputs (tests/test_blocks_search.py exports every block)
+    plain = {"numeric_preprocessing": "standard", "embedding": "none", "arch": "mlp", "feature_scaling": False}
+    return {"data": data, "space": {"depth": 1, "batch_size": 32, **plain, **space},
             "training": {"threads": 1, "early_stopping": {"patience": 5}},
-            "study": {"name": name, "n_trials": 2, "seed": 1, "metric": metric}, "output": {"dir": str(out)}}
+            "study": {"name": name, "n_trials": 2, "seed": 1, "metric": metric, "portfolio": False},
+            "output": {"dir": str(out)}}
 
 
 @pytest.fixture(scope="module")

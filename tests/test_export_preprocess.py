@@ -38,13 +38,13 @@ n_int,n_empty,n_float,c_text,c_int,c_float,c_bool,y
 """
 
 
-@pytest.fixture
-def prepared(tmp_path: Path):
+@pytest.fixture(params=["standard", "quantile", "robust_clip"])
+def prepared(tmp_path: Path, request):
     path = tmp_path / "mixed.csv"
     path.write_text(CSV)
     spec = DataSpec(path=path, target="y", categorical=["c_int", "c_float", "c_bool"], max_categories=3,
                     test_size=0.25, val_size=0.25)
-    data = prepare_data(spec, seed=0)
+    data = prepare_data(spec, seed=0, numeric=request.param)
     transform = FeatureTransform(preprocessing_state(data, spec.na_values))
     net = build_mlp(MLPConfig(transform.n_features, 2, ()))
     return spec, data, transform, Predictor(tmp_path, {}, transform, net, torch.device("cpu"))
@@ -67,6 +67,10 @@ def test_state_records_the_fitted_pipeline(prepared):
     assert text["unknown"] == 2 and text["width"] == 3 and text["infrequent"]  # 2 frequent + the infrequent bucket
     assert s["categorical"]["missing_category"] == "__missing__"
     assert s["n_features"] == data.n_features == len(s["feature_names"])
+    assert s["numeric"]["method"] == data.numeric_preprocessing
+    # n_int and n_empty have missing values in the training rows (n_float's empty value went to another split)
+    assert s["numeric"]["missing_indicators"] == data.missing_indicators == ["n_int", "n_empty"]
+    assert data.feature_names[-2:] == ["missingindicator_n_int", "missingindicator_n_empty"]
 
 
 def test_numpy_transform_equals_sklearn_on_typed_and_text_input(prepared, tmp_path):
@@ -114,22 +118,25 @@ words = st.one_of(st.none(), st.sampled_from(["a", "b", "c", "d", "e", " f", "g 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(rows=st.lists(st.tuples(numbers, numbers, words, words), min_size=2, max_size=30),
        new=st.lists(st.tuples(numbers, numbers, st.one_of(words, st.just("zz")), words), min_size=1, max_size=10),
-       max_categories=st.integers(2, 5))
-def test_numpy_transform_equals_sklearn_on_random_frames(rows, new, max_categories):
-    """Any fitted pipeline (missing values, rare and unseen categories, constant columns) is reproduced."""
+       max_categories=st.integers(2, 5), method=st.sampled_from(["standard", "quantile", "robust_clip"]),
+       indicate=st.sampled_from([[], ["x"], ["x", "z"]]))
+def test_numpy_transform_equals_sklearn_on_random_frames(rows, new, max_categories, method, indicate):
+    """Any fitted pipeline (missing values, rare and unseen categories, constant columns, each numeric scaling,
+    missing indicators) is reproduced."""
     cols = ["x", "z", "u", "v"]
 
     def frame(values):  # missing values as a CSV reader gives them: NaN in every column
         df = pd.DataFrame(values, columns=cols).astype({"x": float, "z": float, "u": object, "v": object})
         return as_categories(df.where(df.notna(), np.nan), ["u", "v"])
     train, test = frame(rows), frame(new)
-    pre = make_preprocessor(["x", "z"], ["u", "v"], max_categories)
+    pre = make_preprocessor(["x", "z"], ["u", "v"], max_categories, method, len(train), indicate)
     X_train = pre.fit_transform(train).astype(np.float32)
     data = PreparedData(X_train=X_train, y_train=np.zeros(len(train)), X_val=X_train, y_val=np.zeros(len(train)),
                         X_test=X_train, y_test=np.zeros(len(train)), task="regression", classes=[],
                         input_columns=cols, numeric_columns=["x", "z"], categorical_columns=["u", "v"],
                         feature_names=list(pre.get_feature_names_out()), preprocessor=pre, target_name="y",
-                        input_dtypes={"x": "float64", "z": "float64", "u": "object", "v": "object"})
+                        input_dtypes={"x": "float64", "z": "float64", "u": "object", "v": "object"},
+                        numeric_preprocessing=method, missing_indicators=indicate)
     transform = FeatureTransform(preprocessing_state(data, ["?"]))
     expected = pre.transform(test).astype(np.float32)
     assert np.allclose(transform(test), expected, rtol=1e-6, atol=1e-6)

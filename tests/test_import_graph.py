@@ -15,8 +15,8 @@ RANKS = {
     "automlp.spec": 1, "automlp.metrics": 1,
     "automlp.data": 2, "automlp.storage": 2, "automlp.folds": 2, "automlp.heldout": 2, "automlp.frames": 2,
     "automlp.liveness": 2, "automlp.retry": 2, "automlp.journal": 2, "automlp.grpc_proxy": 2, "automlp.progress": 2,
-    "automlp.model": 3, "automlp.ensemble": 3, "automlp.engine": 4,
-    "automlp.search": 5,
+    "automlp.model": 3, "automlp.blocks": 3, "automlp.ensemble": 3, "automlp.engine": 4,
+    "automlp.search": 5, "automlp.portfolio": 5,
     "automlp.report": 6, "automlp.export": 6, "automlp.workers": 6,
     "automlp.api": 7, "automlp.estimators": 7, "automlp.cli": 7, "automlp.__main__": 7,
 }

@@ -25,6 +25,7 @@ class TrainConfig:
     nesterov: bool = True
     power_t: float = 0.5
     betas: tuple[float, float] = (0.9, 0.999)  # adam / adamw, per member of a stack
+    label_smoothing: float = 0.0  # classification's training loss only (validation loss stays plain)
     patience: int | None = 10  # None: no early stopping (the best epoch's weights are still restored)
     min_delta: float = 1e-4
     monitor: str = "val_loss"  # val_loss | val_score
@@ -54,8 +55,8 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed % 2**32)
 
 
-def loss_module(task: str) -> nn.Module:
-    return nn.CrossEntropyLoss() if task == "classification" else nn.MSELoss()
+def loss_module(task: str, label_smoothing: float = 0.0) -> nn.Module:
+    return nn.CrossEntropyLoss(label_smoothing=label_smoothing) if task == "classification" else nn.MSELoss()
 
 
 def targets(y: torch.Tensor, task: str) -> torch.Tensor:

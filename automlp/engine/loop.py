@@ -67,9 +67,11 @@ DoneCallback = Callable[[MemberOutcome], "Member | None"]
 
 def stack_key(net: MLPConfig, config: TrainConfig) -> tuple | None:
     """Members with equal keys can share a stack; None: this one trains alone (lbfgs: a full-batch line search)."""
-    if config.optimizer not in STACKABLE_OPTIMIZERS:
-        return None
-    return (net.n_inputs, net.n_outputs, net.depth, net.activation, config.optimizer, config.batch_size)
+    if config.optimizer not in STACKABLE_OPTIMIZERS or (net.plain and config.label_smoothing):
+        return None  # a plain MLP with label smoothing trains alone (the stacked MLP's loss has none)
+    key = (net.n_inputs, net.n_outputs, net.depth, net.activation, config.optimizer, config.batch_size)
+    # nets of blocks stack with nets of the same blocks and widths (automlp.blocks.net.BlockNet: no padding)
+    return key if net.plain else key + (net.widths, net.blocks)
 
 
 @dataclass

@@ -203,9 +203,12 @@ class StackedOptimizer:
 
 
 def param_groups(model: nn.Module, alpha: float) -> list[dict]:
-    # like sklearn, the L2 penalty applies to weights, not biases
-    decay = [p for n, p in model.named_parameters() if not n.endswith("bias")]
-    no_decay = [p for n, p in model.named_parameters() if n.endswith("bias")]
+    # like sklearn, the L2 penalty applies to weights, not biases; a net of blocks names its own (linear maps'
+    # weights: not adapters, frequencies or scales), the same as its stack's decayed prefix
+    named = getattr(model, "decayed", None)
+    decayed = set(named()) if named is not None else {n for n, _ in model.named_parameters() if not n.endswith("bias")}
+    decay = [p for n, p in model.named_parameters() if n in decayed]
+    no_decay = [p for n, p in model.named_parameters() if n not in decayed]
     return [{"params": decay, "weight_decay": alpha}, {"params": no_decay, "weight_decay": 0.0}]
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
+from automlp.blocks.schedules import SCHEDULES as RECIPE_SCHEDULES
 from automlp.engine.config import TrainConfig
 
 Schedule = Callable[[TrainConfig, int, Sequence[float]], float]
@@ -42,8 +43,13 @@ def _adaptive(tc: TrainConfig, epoch: int, val_losses: Sequence[float]) -> float
     return scale
 
 
+def _recipe(name: str) -> Schedule:
+    fn = RECIPE_SCHEDULES[name]  # warmup_cosine, flat_cosine, coslog4: see automlp.blocks.schedules
+    return lambda tc, epoch, val_losses: fn(epoch, tc.max_epochs)
+
+
 SCHEDULES: dict[str, Schedule] = {"constant": _constant, "invscaling": _invscaling, "adaptive": _adaptive,
-                                  "cosine": _cosine}
+                                  "cosine": _cosine} | {name: _recipe(name) for name in RECIPE_SCHEDULES}
 
 
 def lr_multiplier(tc: TrainConfig, epoch: int, val_losses: Sequence[float]) -> float:

@@ -14,14 +14,17 @@ from automlp.data import TrainData
 from automlp.engine.config import TrainConfig, loss_module, predict, resolve_precision, seed_everything, targets
 from automlp.engine.mlp_kernel import MLPKernel
 from automlp.engine.optim import make_torch_optimizer
-from automlp.model import MLPConfig, build_mlp
+from automlp.model import MLPConfig, build_net
 
 
 class _AutogradLoop:
     """The general step: any module, any optimizer (L-BFGS full batch too), CUDA autocast."""
 
     def __init__(self, model: nn.Module, data: TrainData, config: TrainConfig, precision: str):
-        self.model, self.loss_fn = model, loss_module(data.task)
+        self.label_smoothing = config.label_smoothing if data.task == "classification" else 0.0
+        self.model, self.loss_fn = model, loss_module(data.task, self.label_smoothing)
+        # a net of blocks says its own training loss (TabM: the mean of its members' losses)
+        self.own_loss = getattr(model, "training_loss", None)
         self.X, self.y = data.X_train, targets(data.y_train, data.task)
         self.opt = make_torch_optimizer(model, config, data.device)
         self.base_lr = [g["lr"] for g in self.opt.param_groups]
@@ -39,6 +42,8 @@ class _AutogradLoop:
 
     def _loss(self, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
         with torch.autocast(self.X.device.type, dtype=self.dtype, enabled=self.amp):
+            if self.own_loss is not None:
+                return self.own_loss(xb, yb.reshape(len(xb), -1).squeeze(1), self.label_smoothing)
             return self.loss_fn(self.model(xb).float(), yb)
 
     def run_epoch(self, perm: torch.Tensor, lr_scale: float) -> torch.Tensor:
@@ -115,7 +120,7 @@ class SingleStepper:
     def _setup(self, model: nn.Module, data: TrainData, config: TrainConfig) -> None:
         self.model, self.data, self.config = model, data, config
         precision = resolve_precision(config.precision, data.device)
-        if MLPKernel.supports(model, config.optimizer, data.device, precision):
+        if MLPKernel.supports(model, config.optimizer, data.device, precision) and not config.label_smoothing:
             self.loop: _AutogradLoop | _KernelLoop = _KernelLoop(model, data, config)
         else:
             self.loop = _AutogradLoop(model, data, config, precision)
@@ -128,12 +133,12 @@ class SingleStepper:
     def build(cls, net: MLPConfig, data: TrainData, config: TrainConfig) -> "SingleStepper":
         """The model a K = 1 training of this config starts from: seeded as `train` always was."""
         seed_everything(config.seed)
-        return cls(build_mlp(net).to(data.device), data, config)
+        return cls(build_net(net, data.X_train).to(data.device), data, config)
 
     def load(self, row: int, net: MLPConfig, config: TrainConfig, data: TrainData) -> None:
         """A refill: the next member, built and seeded as if trained alone."""
         seed_everything(config.seed)
-        self._setup(build_mlp(net).to(data.device), data, config)
+        self._setup(build_net(net, data.X_train).to(data.device), data, config)
 
     def freeze(self, row: int) -> None:
         pass

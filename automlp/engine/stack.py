@@ -71,13 +71,18 @@ class StackStepper:
     def __init__(self, nets: Sequence[MLPConfig], configs: Sequence[TrainConfig], datas: Sequence[TrainData],
                  shared: TrainData, dropout_seed: int):
         first = nets[0]
-        self.net = StackedMLP(first.n_inputs, first.n_outputs, [m.widths for m in nets], first.activation,
-                              dropout=[m.dropout for m in nets], device=shared.device)
-        for k, (mlp, tc) in enumerate(zip(nets, configs)):
-            seed_everything(tc.seed)  # member k starts from the weights a K = 1 training of it starts from
-            self.net.load_member(k, build_mlp(mlp))
+        self.blocks = not first.plain  # a stack of automlp.blocks nets (embeddings, TabM): autograd, own loss
+        if self.blocks:
+            self.net = _block_stack(nets, configs, datas, shared.device)
+        else:
+            self.net = StackedMLP(first.n_inputs, first.n_outputs, [m.widths for m in nets], first.activation,
+                                  dropout=[m.dropout for m in nets], device=shared.device)
+            for k, (mlp, tc) in enumerate(zip(nets, configs)):
+                seed_everything(tc.seed)  # member k starts from the weights a K = 1 training of it starts from
+                self.net.load_member(k, build_mlp(mlp))
         self.net.generator = torch.Generator(device=shared.device).manual_seed(dropout_seed)
         self.configs = list(configs)
+        self.smoothing = torch.tensor([c.label_smoothing for c in configs], device=shared.device)
         self.best = self.net.flat.detach().clone()
         self.batch_size, self.task, self.shared = configs[0].batch_size, shared.task, shared
         self.datas = list(datas)
@@ -85,11 +90,13 @@ class StackStepper:
         self.scales = [1.0] * len(nets)
         self.opt: StackedOptimizer | None = None
         self.kernel: StackKernel | None = None
-        if USE_KERNEL and StackKernel.supports(first.activation, configs[0].optimizer, self.net.flat):
+        # the kernel: plain MLPs without label smoothing (its loss is the plain one); blocks take autograd
+        plain = not self.blocks and not any(c.label_smoothing for c in configs)
+        if USE_KERNEL and plain and StackKernel.supports(first.activation, configs[0].optimizer, self.net.flat):
             self.kernel = self._new_kernel()
         else:
             self.opt = StackedOptimizer(self.net.flat, self.net.flat_grad, configs[0].optimizer,
-                                        hyperparameters(configs), n_decay=self.net.n_weights)
+                                        hyperparameters(configs), n_decay=self._n_decay())
         self._pools()
 
     def _new_kernel(self) -> StackKernel:
@@ -103,6 +110,19 @@ class StackStepper:
     @property
     def n_rows(self) -> int:
         return self.net.n_members
+
+    def _n_decay(self) -> int:
+        return self.net.n_decay if self.blocks else self.net.n_weights
+
+    def _member_losses(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.blocks:  # TabM: the mean of its internal members' losses; label smoothing per member
+            return self.net.member_losses(x, y, self.smoothing)
+        return member_losses(self.net(x), y, self.task)
+
+    def _row_losses(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.blocks:
+            return self.net.row_losses(x, y, self.smoothing)
+        return row_losses(self.net(x), y, self.task)
 
     def _pools(self) -> None:
         self.train_pool, self.val_pool = _Pool(self.datas, "train"), _Pool(self.datas, "val")
@@ -146,7 +166,7 @@ class StackStepper:
         total = torch.zeros(self.n_rows, device=X.device)
         for s in range(0, n, bs):
             idx = perm[s:s + bs]
-            losses = member_losses(self.net(X.index_select(0, idx)), y.index_select(0, idx), self.task)
+            losses = self._member_losses(X.index_select(0, idx), y.index_select(0, idx))
             self.opt.zero_grad()
             torch.where(live, losses, 0.0).sum().backward()
             self.opt.step()
@@ -162,7 +182,7 @@ class StackStepper:
             ix, vb = idx[:, s:s + bs], valid[:, s:s + bs]
             xb = pool.X.index_select(0, ix.reshape(-1)).view(k, ix.shape[1], -1)
             yb = pool.y.index_select(0, ix.reshape(-1)).view(k, ix.shape[1])
-            summed = torch.where(vb > 0, row_losses(self.net(xb), yb, self.task), 0.0).sum(1)
+            summed = torch.where(vb > 0, self._row_losses(xb, yb), 0.0).sum(1)
             self.opt.zero_grad()
             (summed / vb.sum(1).clamp_min(1.0)).sum().backward()  # each member's mean over its own batch
             stepping = [r for r in range(k) if self.live[r] and s < pool.n[r]]
@@ -203,17 +223,22 @@ class StackStepper:
         """A refill: fresh weights from its seed, fresh optimizer state, its own hyperparameters and rows."""
         seed_everything(config.seed)
         self.configs[row] = config
-        state = self._kernel_state() if self.kernel is not None else None
-        move = self.net.set_member(row, net, build_mlp(net))
-        if move is not None:  # the stack grew wider: every (K, P) tensor follows the new layout
-            self.best = move(self.best)
-            if self.opt is not None:
-                self.opt.relayout(move, self.net.flat, self.net.flat_grad, self.net.n_weights)
-        if self.kernel is not None:
-            self._rebuild_kernel([move(t) for t in state[0]] if move is not None else state[0], state[1])
-            self.kernel.reset_member(row)
-        else:
+        self.smoothing[row] = config.label_smoothing
+        if self.blocks:
+            _load_block_member(self.net, row, net, data)
             self.opt.set_member(row, hyperparameters([config]))
+        else:
+            state = self._kernel_state() if self.kernel is not None else None
+            move = self.net.set_member(row, net, build_mlp(net))
+            if move is not None:  # the stack grew wider: every (K, P) tensor follows the new layout
+                self.best = move(self.best)
+                if self.opt is not None:
+                    self.opt.relayout(move, self.net.flat, self.net.flat_grad, self.net.n_weights)
+            if self.kernel is not None:
+                self._rebuild_kernel([move(t) for t in state[0]] if move is not None else state[0], state[1])
+                self.kernel.reset_member(row)
+            else:
+                self.opt.set_member(row, hyperparameters([config]))
         self.best[row] = self.net.flat[row]
         self.live[row] = True
         if self.datas[row] is not data:
@@ -228,6 +253,7 @@ class StackStepper:
         if self.opt is not None:
             self.opt.select(rows_t, self.net.flat, self.net.flat_grad)
         self.best = self.best[rows_t].contiguous()
+        self.smoothing = self.smoothing[rows_t]
         self.configs, self.datas = [self.configs[r] for r in rows], [self.datas[r] for r in rows]
         self.live, self.scales = [self.live[r] for r in rows], [self.scales[r] for r in rows]
         if state is not None:
@@ -256,9 +282,48 @@ class StackStepper:
         states, steps = self._kernel_state()
         self.kernel = None
         self.opt = StackedOptimizer(self.net.flat, self.net.flat_grad, self.configs[0].optimizer,
-                                    hyperparameters(self.configs), n_decay=self.net.n_weights)
+                                    hyperparameters(self.configs), n_decay=self._n_decay())
         with torch.no_grad():
             for dst, src in zip(self.opt.state, states):
                 dst.copy_(src)
             self.opt.hp["steps"].copy_(steps.view(-1, 1))
         self.opt.set_lr_scale(self.scales)
+
+
+
+def _block_stack(nets: Sequence[MLPConfig], configs: Sequence[TrainConfig], datas: Sequence[TrainData],
+                 device: torch.device) -> nn.Module:
+    """K nets of blocks (one structure) as one BlockNet laid out flat: member k starts from the weights a K = 1
+    training of it starts from (`build_net` after seeding with its seed), with the bins of its own training rows."""
+    from automlp.blocks.net import BlockNet
+
+    first, b = nets[0], nets[0].blocks
+    net = BlockNet(first.n_inputs, first.n_outputs, first.widths, first.activation, b, b.task, len(nets),
+                   [m.dropout for m in nets], _bins(b, datas))
+    for k, tc in enumerate(configs):
+        seed_everything(tc.seed)
+        net.init_member(k, int(torch.randint(0, 2**31 - 1, (1,))))  # the draw build_net makes
+    net.to(device)
+    net.flatten()
+    return net
+
+
+def _bins(blocks, datas: Sequence[TrainData]) -> list | None:
+    if blocks.embedding != "piecewise_linear":
+        return None
+    from automlp.blocks.net import compute_bins
+
+    return [compute_bins(d.X_train[:, : blocks.n_numeric].detach().cpu(), blocks.n_bins) for d in datas]
+
+
+@torch.no_grad()
+def _load_block_member(net: nn.Module, row: int, mlp: MLPConfig, data: TrainData) -> None:
+    """A refill of a block stack: fresh weights from the seed just set, its own bins and dropout."""
+    net.init_member(row, int(torch.randint(0, 2**31 - 1, (1,))))
+    bins = _bins(mlp.blocks, [data])
+    if bins is not None:
+        from automlp.blocks.net import encoding_params
+
+        w, b, single = encoding_params(bins[0], net.enc_w.shape[2])
+        net.enc_w[row], net.enc_b[row], net.enc_single[row] = w, b, single
+    net.set_member_dropout(row, mlp.dropout)

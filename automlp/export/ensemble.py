@@ -32,9 +32,8 @@ from automlp.data import PreparedData
 from automlp.ensemble import EnsembleMember, EnsembleNet
 from automlp.errors import ExportError
 from automlp.export.load import sha256
-from automlp.export.write import METADATA, MODEL_FORMAT, ONNX, PREPROCESSING, TORCHSCRIPT, _onnx, _swap_in, \
+from automlp.export.write import METADATA, architecture, MODEL_FORMAT, ONNX, PREPROCESSING, TORCHSCRIPT, _onnx, _swap_in, \
     _torchscript, check_preprocessing, preprocessing_state, storage_url, versions
-from automlp.model import MLPConfig
 from automlp.spec import Spec, dump_spec
 from automlp.storage import redact
 
@@ -42,12 +41,6 @@ ENSEMBLE_VERSION = 2  # model folders without model.pt; readers of version 1 ref
 BLEND = {"classification": "log of the weighted average of the members' softmax probabilities (softmax of these "
                            "outputs gives that average)",
          "regression": "weighted average of the members' standardized outputs: prediction = output * std + mean"}
-
-
-def architecture(mlp: MLPConfig) -> dict:
-    """A network's architecture as metadata.json records it (the loader rebuilds the network from it)."""
-    return {"n_inputs": mlp.n_inputs, "n_outputs": mlp.n_outputs, "widths": list(mlp.widths),
-            "activation": mlp.activation, "dropout": mlp.dropout, "describe": mlp.describe()}
 
 
 def member_file(i: int) -> str:

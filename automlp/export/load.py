@@ -22,6 +22,7 @@ import torch
 
 from automlp.errors import ExportError
 from automlp.export.preprocess import FeatureTransform, Typed
+from automlp.blocks.config import BlockConfig
 from automlp.model import MLPConfig, build_mlp
 
 MODEL_FORMAT = "automlp-model"
@@ -328,8 +329,9 @@ def load(path: str | Path, device: str = "cpu") -> Predictor:
 
 def _load_net(folder: Path, name: str, a: dict, n_features: int, dev: torch.device) -> torch.nn.Module:
     """One network from its architecture (metadata.json) and its weights file."""
+    blocks = BlockConfig(**a["blocks"]) if a.get("blocks") else None  # embeddings, TabM (automlp.blocks)
     cfg = MLPConfig(n_inputs=a["n_inputs"], n_outputs=a["n_outputs"], widths=tuple(a["widths"]),
-                    activation=a["activation"], dropout=a["dropout"])
+                    activation=a["activation"], dropout=a["dropout"], blocks=blocks)
     if cfg.n_inputs != n_features:
         raise ExportError(f"{folder}: the network in {name} takes {cfg.n_inputs} features, preprocessing.json "
                           f"makes {n_features}; re-export the model")

@@ -3,11 +3,16 @@
 This module never touches scikit-learn: a model folder is served from the JSON alone. It mirrors what
 `automlp.data` fits on the training split, step for step:
 
-- numeric columns: missing -> the training median, then (x - mean) / scale (StandardScaler);
+- numeric columns: missing -> the training median, then the scaling `numeric.method` names: standard,
+  (x - mean) / scale (StandardScaler); robust_clip, z = (x - center) / scale then z / sqrt(1 + (z / clip)^2)
+  (RealMLP's robust scaling and smooth clipping); quantile, QuantileTransformer(output_distribution="normal")
+  from the column's quantiles (interpolated both ways and averaged, bounds at 1e-7, then the normal quantile
+  function, clipped as sklearn clips). Version 1 files (before `method`) are standard;
 - categorical columns: as text (`as_categories`: str(value).strip(), so 1 and '1' are one category),
   missing -> the missing category, then one-hot. A value the training split never held (or a rare one that
   `data.max_categories` grouped) goes to the column's infrequent bucket when it has one; when it has none,
-  its one-hot block stays all zeros, exactly like OneHotEncoder(handle_unknown="infrequent_if_exist").
+  its one-hot block stays all zeros, exactly like OneHotEncoder(handle_unknown="infrequent_if_exist");
+- then one 0/1 column per name in `numeric.missing_indicators`: 1 where that value was missing.
 """
 
 from __future__ import annotations
@@ -21,7 +26,9 @@ from automlp.data import row_label
 from automlp.errors import ExportError
 
 FORMAT = "automlp-preprocessing"
-VERSION = 1
+VERSION = 2  # 2: numeric.method (standard | quantile | robust_clip) and numeric.missing_indicators
+READABLE_VERSIONS = (1, 2)
+BOUNDS_THRESHOLD = 1e-7  # sklearn.preprocessing._data's, for the quantile transform
 # pandas' default NA strings (read_csv keep_default_na=True); written out for readers that do not use pandas
 PANDAS_NA_STRINGS = ("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
                      "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null")
@@ -60,7 +67,7 @@ class FeatureTransform:
     """Raw columns -> the float32 features the network takes, from preprocessing.json's dict."""
 
     def __init__(self, spec: dict):
-        if spec.get("format") != FORMAT or spec.get("version") != VERSION:
+        if spec.get("format") != FORMAT or spec.get("version") not in READABLE_VERSIONS:
             raise ExportError(f"preprocessing.json: not an {FORMAT} version {VERSION} file "
                               f"(format {spec.get('format')!r}, version {spec.get('version')!r})")
         self.spec = spec
@@ -68,8 +75,11 @@ class FeatureTransform:
         num = spec["numeric"]
         self.numeric = list(num["columns"])
         self.impute = np.asarray(num["impute"], np.float64)
-        self.mean = np.asarray(num["mean"], np.float64)
-        self.scale = np.asarray(num["scale"], np.float64)
+        self.method = num.get("method", "standard")
+        self.num = {k: np.asarray(v, np.float64) for k, v in num.items() if k in ("mean", "scale", "center",
+                                                                                  "quantiles", "references")}
+        self.clip = float(num.get("clip", 3.0))
+        self.indicators = list(num.get("missing_indicators", []))
         cat = spec["categorical"]
         self.missing_category = cat["missing_category"]
         self.categorical = [c["name"] for c in cat["columns"]]
@@ -80,6 +90,7 @@ class FeatureTransform:
             self.blocks.append((c["name"], pd.Index(keys, dtype=object),
                                 np.asarray([c["index"][k] for k in keys], np.int64), c["unknown"], offset))
             offset += c["width"]
+        offset += len(self.indicators)
         self.has_infrequent = {name: unknown is not None for name, _, _, unknown, _ in self.blocks}
         self.lookup = {name: index for name, index, _, _, _ in self.blocks}
         self.n_features = int(spec["n_features"])
@@ -170,17 +181,48 @@ class FeatureTransform:
                 x[:, j] = typed.numeric[c]
             missing = np.isnan(x)
             x[missing] = np.broadcast_to(self.impute, x.shape)[missing]
-            # the same float64 operations as StandardScaler.transform, then one cast, as the ColumnTransformer
-            x -= self.mean
-            x /= self.scale
-            X[:, : len(self.numeric)] = x
+            X[:, : len(self.numeric)] = self._scale(x)
         rows = np.arange(n)
         for name, _, positions, unknown, offset in self.blocks:
             codes = typed.codes[name]
             pos = np.where(codes >= 0, positions[codes], -1 if unknown is None else unknown)
             hot = pos >= 0
             X[rows[hot], offset + pos[hot]] = 1.0
+        start = self.n_features - len(self.indicators)
+        for j, c in enumerate(self.indicators):
+            X[:, start + j] = np.isnan(typed.numeric[c])
         return X
+
+    def _scale(self, x: np.ndarray) -> np.ndarray:
+        """The imputed numeric block scaled as the fitted sklearn step does, in float64 (one cast after, as the
+        ColumnTransformer)."""
+        if self.method == "standard":
+            return (x - self.num["mean"]) / self.num["scale"]
+        if self.method == "robust_clip":
+            z = (x - self.num["center"]) / self.num["scale"]
+            return z / np.sqrt(1.0 + (z / self.clip) ** 2)
+        if self.method == "quantile":
+            return np.column_stack([quantile_normal(x[:, j], q, self.num["references"])
+                                    for j, q in enumerate(self.num["quantiles"])])
+        raise ExportError(f"preprocessing.json: unknown numeric.method {self.method!r}; this automlp reads "
+                          "standard, quantile and robust_clip")
 
     def __call__(self, frame: pd.DataFrame) -> np.ndarray:
         return self.transform(self.coerce(frame))
+
+
+def quantile_normal(x: np.ndarray, quantiles: np.ndarray, references: np.ndarray) -> np.ndarray:
+    """QuantileTransformer(output_distribution="normal").transform of one column without missing values, as
+    sklearn computes it (sklearn.preprocessing._data.QuantileTransformer._transform_col)."""
+    from scipy.special import ndtri  # scipy.stats.norm.ppf
+
+    low = x - BOUNDS_THRESHOLD < quantiles[0]
+    high = x + BOUNDS_THRESHOLD > quantiles[-1]
+    # both directions, averaged: repeated quantiles (ties) map to the middle of their references
+    u = 0.5 * (np.interp(x, quantiles, references) - np.interp(-x, -quantiles[::-1], -references[::-1]))
+    u[high] = 1.0
+    u[low] = 0.0
+    with np.errstate(divide="ignore"):
+        z = ndtri(u)
+    bound = BOUNDS_THRESHOLD - np.spacing(1)
+    return np.clip(z, ndtri(bound), ndtri(1 - bound))

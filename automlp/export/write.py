@@ -8,6 +8,7 @@ half-written model where a good one was.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime as dt
 import json
 import math
@@ -27,6 +28,7 @@ from optuna.trial import TrialState
 import automlp
 from automlp.data import PreparedData, prepare_data, resolve_device, to_tensors
 from automlp.errors import ExportError
+from automlp.model import MLPConfig
 from automlp.search.final import refit_run
 from automlp.heldout import rank_trials
 from automlp.export.load import sha256
@@ -50,18 +52,37 @@ METADATA = "metadata.json"
 # --------------------------------------------------------------------------- preprocessing -> JSON
 
 
+def architecture(mlp: MLPConfig) -> dict:
+    """A network's architecture as metadata.json records it (the loader rebuilds the network from it)."""
+    return {"n_inputs": mlp.n_inputs, "n_outputs": mlp.n_outputs, "widths": list(mlp.widths),
+            "activation": mlp.activation, "dropout": mlp.dropout, "describe": mlp.describe(),
+            "blocks": None if mlp.plain else dataclasses.asdict(mlp.blocks)}
+
+
 def _numeric_state(data: PreparedData) -> dict:
-    cols = data.numeric_columns
+    """The fitted numeric pipeline as numbers: imputation values, then the scaling of `data.numeric_preprocessing`
+    (standard: mean, scale; robust_clip: center, scale, clip; quantile: per column its quantiles, and the
+    references they map to), then the columns that get a missing-value indicator."""
+    cols, method = data.numeric_columns, data.numeric_preprocessing
+    out = {"columns": cols, "method": method, "missing_indicators": list(data.missing_indicators)}
     if not cols:
-        return {"columns": [], "impute": [], "mean": [], "scale": []}
+        return out | {"impute": [], "mean": [], "scale": []} if method == "standard" else out | {"impute": []}
     pipe = data.preprocessor.named_transformers_["num"]
-    imputer, scaler = pipe.named_steps["impute"], pipe.named_steps["scale"]
     # keep_empty_features: a column that was all missing in training imputes 0, as sklearn does
-    impute = np.nan_to_num(np.asarray(imputer.statistics_, np.float64), nan=0.0)
+    out["impute"] = np.nan_to_num(np.asarray(pipe.named_steps["impute"].statistics_, np.float64), nan=0.0).tolist()
+    if method == "quantile":
+        q = pipe.named_steps["quantile"]
+        return out | {"quantiles": np.asarray(q.quantiles_, np.float64).T.tolist(),
+                      "references": np.asarray(q.references_, np.float64).tolist()}
+    scaler = pipe.named_steps["scale"]
+    if method == "robust_clip":
+        from automlp.data.robust import CLIP
+
+        return out | {"center": np.asarray(scaler.center_, np.float64).tolist(),
+                      "scale": np.asarray(scaler.scale_, np.float64).tolist(), "clip": CLIP}
     mean = scaler.mean_ if scaler.with_mean else np.zeros(len(cols))
     scale = scaler.scale_ if scaler.with_std else np.ones(len(cols))
-    return {"columns": cols, "impute": impute.tolist(), "mean": np.asarray(mean, np.float64).tolist(),
-            "scale": np.asarray(scale, np.float64).tolist()}
+    return out | {"mean": np.asarray(mean, np.float64).tolist(), "scale": np.asarray(scale, np.float64).tolist()}
 
 
 def _categorical_state(data: PreparedData) -> dict:
@@ -152,6 +173,8 @@ def _onnx(model: torch.nn.Module, n_features: int, path: Path) -> str | None:
         with warnings.catch_warnings():
             # the TorchScript-based exporter needs only `onnx` (the torch.export-based one also needs onnxscript)
             warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*legacy TorchScript-based")
+            # a net of blocks branches on its (fixed) shapes: the trace records the branch its structure takes
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
             torch.onnx.export(model, (example,), str(path), input_names=["features"], output_names=["outputs"],
                               dynamic_axes={"features": {0: "rows"}, "outputs": {0: "rows"}}, dynamo=False)
     except (ImportError, RuntimeError, torch.onnx.errors.OnnxExporterError) as e:
@@ -182,6 +205,7 @@ def write_model(out_dir: Path, run: TrialRun, data: PreparedData, spec: Spec, *,
     params, ...); `scores` are the run's metrics per split (train/val/test)."""
     out_dir = Path(out_dir)
     notes = list(notes or [])
+    data = run.data_or(data)  # the preprocessing this model's trial chose
     state = preprocessing_state(data, spec.data.na_values)
     check_preprocessing(state, data)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -219,8 +243,7 @@ def _metadata(run, data, spec, trial, scores, metric, refit, notes, state, files
         "refit": refit,
         "task": data.task,
         "target": state["target"],
-        "architecture": {"n_inputs": mlp.n_inputs, "n_outputs": mlp.n_outputs, "widths": list(mlp.widths),
-                         "activation": mlp.activation, "dropout": mlp.dropout, "describe": mlp.describe()},
+        "architecture": architecture(mlp),
         "metrics": scores,
         "input_schema": state["columns"],
         "notes": notes,
@@ -302,6 +325,7 @@ def export_study(spec: Spec, trial_number: int | None = None, refit: bool = Fals
     metric = study_metric(study, spec, data.task)
     trial = _pick_trial(study, trial_number)
     run = replay(trial, spec, data, to_tensors(data, device), metric)
+    data = run.data_or(data)
     notes = []
     if not math.isclose(run.result.best_val_score, trial.value, rel_tol=1e-4, abs_tol=1e-6):
         notes.append(f"replayed trial {trial.number} scored {run.result.best_val_score:.6g} on validation, the "

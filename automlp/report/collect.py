@@ -49,7 +49,34 @@ def layer_table(mlp: MLPConfig, task: str, features: int) -> list[dict]:
     out = "logits (softmax)" if task == "classification" else "linear"
     rows.append({"layer": "output", "units": sizes[-1], "activation": out, "dropout": 0.0,
                  "params": (sizes[-2] + 1) * sizes[-1]})
-    return rows
+    return rows if mlp.plain else block_rows(mlp, rows)
+
+
+def block_rows(mlp: MLPConfig, rows: list[dict]) -> list[dict]:
+    """The plain table with the blocks in it: the embedding and scaling after the input, TabM's members on the
+    hidden and output layers; parameter counts of the net as built (adapters and embeddings included)."""
+    from automlp.blocks.net import BlockNet
+
+    b = mlp.blocks
+    net = BlockNet(mlp.n_inputs, mlp.n_outputs, mlp.widths, mlp.activation, b, b.task)
+    size = {name: p.numel() for name, p in net.named_parameters()}
+    extra = []
+    if b.embedding != "none":
+        n = sum(v for k, v in size.items() if k.startswith("emb_"))
+        extra.append({"layer": f"{b.embedding.replace('_', '-')} embedding", "units": b.first_layer_inputs(
+            mlp.n_inputs), "activation": f"{b.n_embedded} numeric x {b.d_embedding}", "dropout": 0.0, "params": n})
+    if b.feature_scaling:
+        extra.append({"layer": "feature scaling", "units": size["scale"], "activation": "", "dropout": 0.0,
+                      "params": size["scale"]})
+    out = [rows[0], *extra]
+    for i, row in enumerate(rows[1:-1]):
+        n = sum(v for k, v in size.items() if k.startswith(f"layers.{i}."))
+        out.append(row | {"params": n} | ({"layer": f"{row['layer']} ({b.arch} x{b.k_ensemble})"}
+                                          if b.arch != "mlp" else {}))
+    last = rows[-1] | {"params": size["w_out"] + size["b_out"]}
+    if b.arch != "mlp":
+        last["layer"] = f"output (x{b.k_ensemble}, averaged)"
+    return out + [last]
 
 
 def _outputs(run: TrialRun, X: np.ndarray, device: torch.device) -> np.ndarray:
@@ -259,6 +286,8 @@ def collect(study: optuna.Study, spec: Spec, data: PreparedData, tensors: TrainD
     if best_run is None:
         best_run = replay(best, spec, data, tensors, metric)
     device = tensors.device
+    if best_run.data is not None:  # the best trial chose another numeric preprocessing: its facts are on its data
+        data, tensors = best_run.data, to_tensors(best_run.data, device)
     facts["best"] = best_facts(best, best_run, data, device)
     facts["predictions"] = prediction_facts(best_run, data, device)
     facts["final"] = final_facts(spec, study.study_name)

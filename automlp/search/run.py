@@ -12,6 +12,7 @@ from typing import Callable
 import optuna
 import torch
 
+from automlp.portfolio import enqueue_portfolio
 from automlp.data import PreparedData, TrainData, prepare_data, resolve_device, to_tensors
 from automlp.folds import use_kfold
 from automlp.heldout import rank_trials
@@ -120,6 +121,7 @@ def run_search(spec: Spec, progress: Callable[[Progress], None] | None = None,
     if spec.training.precision in ("bf16", "fp16") and device.type != "cuda":
         notes.append(f"training.precision: {spec.training.precision} is CUDA mixed precision; on {device.type} "
                      "the trials train in fp32")
+    notes += enqueue_portfolio(study, spec, metric, len(data.X_train))
     interrupted = False
     if n_total is not None and n_before >= n_total:
         notes.append(f"the study already has {n_before} finished trials (n_trials: {n_total}); nothing to run. "

@@ -10,9 +10,10 @@ import optuna
 
 from automlp.data import PreparedData
 from automlp.errors import SpecError
+from automlp.blocks.config import BlockConfig
 from automlp.model import MLPConfig
 from automlp.engine import TrainConfig
-from automlp.spec import Param, Spec
+from automlp.spec import LABEL_SMOOTHING_METRICS, Param, Spec
 
 # the params a stack's members share (their trials must agree on them; the rest is each member's own)
 STRUCTURAL = ("depth", "activation", "optimizer", "batch_size")  # automlp.engine.stack_key's params
@@ -35,10 +36,12 @@ def _suggest(trial: optuna.Trial, p: Param, name: str | None = None):
     return trial.suggest_float(name, float(low), float(high), step=step, log=log)
 
 
-def suggest_params(trial: optuna.Trial, spec: Spec) -> dict:
+def suggest_params(trial: optuna.Trial, spec: Spec, metric: str | None = None) -> dict:
     """Sample one configuration. Conditional parameters exist only where they act:
     momentum/nesterov with sgd, power_t with invscaling, lr and batch_size without lbfgs,
-    width_i for the layers i the sampled depth creates (width_mode: per_layer)."""
+    width_i for the layers i the sampled depth creates (width_mode: per_layer), beta2 with adam/adamw,
+    d_embedding with an embedding, frequency_init_scale with periodic, n_bins with piecewise_linear, k_ensemble
+    with tabm/tabm_mini, label_smoothing with an accuracy-type `metric`."""
     space = spec.space
     params = {"depth": _suggest(trial, space.depth)}
     if space.width_mode == "per_layer":
@@ -56,7 +59,38 @@ def suggest_params(trial: optuna.Trial, spec: Spec) -> dict:
         params["nesterov"] = _suggest(trial, space.nesterov)
     if params["lr_schedule"] == "invscaling":
         params["power_t"] = _suggest(trial, space.power_t)
+    if params["optimizer"] in ("adam", "adamw"):
+        params["beta2"] = _suggest(trial, space.beta2)
+    if metric in LABEL_SMOOTHING_METRICS:
+        params["label_smoothing"] = _suggest(trial, space.label_smoothing)
+    return params | suggest_blocks(trial, spec)
+
+
+def suggest_blocks(trial: optuna.Trial, spec: Spec) -> dict:
+    """The data and block choices of a trial (see automlp.blocks.config)."""
+    space = spec.space
+    params = {name: _suggest(trial, getattr(space, name))
+              for name in ("numeric_preprocessing", "embedding", "feature_scaling", "arch")}
+    if params["embedding"] != "none":
+        params["d_embedding"] = _suggest(trial, space.d_embedding)
+    if params["embedding"] == "periodic":
+        params["frequency_init_scale"] = _suggest(trial, space.frequency_init_scale)
+    if params["embedding"] == "piecewise_linear":
+        params["n_bins"] = _suggest(trial, space.n_bins)
+    if params["arch"] != "mlp":
+        params["k_ensemble"] = _suggest(trial, space.k_ensemble)
     return params
+
+
+def blocks_of(params: dict, data: PreparedData) -> BlockConfig | None:
+    """The blocks of a trial's params; None for a plain MLP (and for trials of studies from before the blocks)."""
+    embedding, arch = params.get("embedding", "none"), params.get("arch", "mlp")
+    cfg = BlockConfig(n_numeric=len(data.numeric_columns), embedding=embedding,
+                      d_embedding=int(params.get("d_embedding", 16)),
+                      frequency_init_scale=float(params.get("frequency_init_scale", 0.1)),
+                      n_bins=int(params.get("n_bins", 16)), feature_scaling=bool(params.get("feature_scaling", False)),
+                      arch=arch, k_ensemble=int(params.get("k_ensemble", 1)) if arch != "mlp" else 1, task=data.task)
+    return None if cfg.is_plain else cfg
 
 
 def params_of(trial: optuna.trial.FrozenTrial) -> dict:
@@ -88,6 +122,16 @@ def active_params(spec: Spec) -> dict[str, Param]:
         params.pop("momentum"), params.pop("nesterov")
     if "invscaling" not in values["lr_schedule"]:
         params.pop("power_t")
+    if not values["optimizer"] & {"adam", "adamw"}:
+        params.pop("beta2")
+    if values["embedding"] <= {"none"}:
+        params.pop("d_embedding")
+    if "periodic" not in values["embedding"]:
+        params.pop("frequency_init_scale")
+    if "piecewise_linear" not in values["embedding"]:
+        params.pop("n_bins")
+    if values["arch"] <= {"mlp"}:
+        params.pop("k_ensemble")
     return params
 
 
@@ -118,15 +162,25 @@ def configs_from_params(params: dict, spec: Spec, data: PreparedData, metric: st
     """Concrete configs from sampled params (as returned by `suggest_params` or rebuilt by `params_of`)."""
     es = spec.training.early_stopping
     mlp = MLPConfig(n_inputs=data.n_features, n_outputs=data.n_outputs, widths=tuple(params["widths"]),
-                    activation=params["activation"], dropout=float(params["dropout"]))
+                    activation=params["activation"], dropout=float(params["dropout"]), blocks=blocks_of(params, data))
     tc = TrainConfig(
         optimizer=params["optimizer"], lr=float(params.get("lr", 1.0)), alpha=float(params["alpha"]),
         batch_size=int(params.get("batch_size", len(data.X_train))), max_epochs=int(params["max_epochs"]),
         lr_schedule=params["lr_schedule"], momentum=float(params.get("momentum", 0.0)),
         nesterov=bool(params.get("nesterov", False)), power_t=float(params.get("power_t", 0.5)),
-        patience=es.patience if es.enabled else None, min_delta=es.min_delta, monitor=es.monitor, seed=seed,
+        betas=(0.9, float(params.get("beta2", 0.999))), label_smoothing=float(params.get("label_smoothing", 0.0)),
+        patience=_patience(es.patience, params) if es.enabled else None, min_delta=es.min_delta, monitor=es.monitor,
+        seed=seed,
         metric=metric, precision=spec.training.precision)
     return mlp, tc
+
+
+def _patience(patience: int, params: dict) -> int:
+    """coslog4 is cyclic: the validation loss rises at each cycle's peak lr, so early stopping waits out at least
+    a quarter of max_epochs (RealMLP trains the whole schedule and restores its best epoch)."""
+    if params.get("lr_schedule") == "coslog4":
+        return max(patience, int(params["max_epochs"]) // 4)
+    return patience
 
 
 def trial_seed(study_seed: int, number: int) -> int:

@@ -16,7 +16,7 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from automlp.data import PreparedData, TrainData
+from automlp.data import DataVariants, PreparedData, TrainData, prepare_data, to_tensors
 from automlp.metrics import score_all
 from automlp.model import MLPConfig, build_mlp, count_params
 from automlp.retry import TrialLost, storage_unreachable
@@ -126,6 +126,11 @@ class TrialRun:
     config: TrainConfig
     result: TrainResult
     val_metrics: dict[str, float]
+    data: PreparedData | None = None  # its numeric preprocessing's data, when not the search's first choice
+
+    def data_or(self, data: PreparedData) -> PreparedData:
+        """The prepared data this model takes (its own numeric preprocessing), given the search's."""
+        return self.data if self.data is not None else data
 
 
 def val_metrics_of(model: torch.nn.Module, result: TrainResult, data: PreparedData, tensors: TrainData) -> dict:
@@ -149,6 +154,16 @@ def run_config(mlp: MLPConfig, tc: TrainConfig, data: PreparedData, tensors: Tra
     return TrialRun(model, mlp, tc, outcome.result, val_metrics_of(model, outcome.result, data, tensors))
 
 
+def variant(params: dict, spec: Spec, data: PreparedData, tensors: TrainData) -> tuple[PreparedData, TrainData]:
+    """The data of a trial's numeric preprocessing: `data` itself when it is that choice, else prepared anew on the
+    same split (seeded by the study seed, as the search prepared it)."""
+    choice = params.get("numeric_preprocessing", "standard")
+    if choice == data.numeric_preprocessing:
+        return data, tensors
+    other = prepare_data(spec.data, spec.study.seed, numeric=choice)
+    return other, to_tensors(other, tensors.device)
+
+
 def replay(trial: optuna.trial.FrozenTrial, spec: Spec, data: PreparedData, tensors: TrainData,
            metric: str) -> TrialRun:
     """Retrain a finished trial from its params, seed and batch order: the same curves on CPU for a trial trained
@@ -157,13 +172,16 @@ def replay(trial: optuna.trial.FrozenTrial, spec: Spec, data: PreparedData, tens
     draws that order from the start (same configuration, other batches)."""
     record = TrialRecord.read(trial)
     seed = record.seed if record.trained else trial_seed(spec.study.seed, trial.number)
-    mlp, tc = configs_from_params(params_of(trial), spec, data, metric, seed)
-    return run_config(mlp, tc, data, tensors, batch_seed=record.batch_seed)
+    params = params_of(trial)
+    own, own_tensors = variant(params, spec, data, tensors)
+    mlp, tc = configs_from_params(params, spec, own, metric, seed)
+    run = run_config(mlp, tc, own, own_tensors, batch_seed=record.batch_seed)
+    return dataclasses.replace(run, data=None if own is data else own)
 
 
 def split_scores(run: TrialRun, data: PreparedData, device: torch.device) -> dict[str, dict[str, float]]:
     """Every metric of the task on train, validation and test, for one trained model."""
-    out = {}
+    out, data = {}, run.data_or(data)
     for split, X, y in (("train", data.X_train, data.y_train), ("val", data.X_val, data.y_val),
                         ("test", data.X_test, data.y_test)):
         pred = predict(run.model, torch.as_tensor(X, device=device)).float().cpu().numpy()
@@ -229,13 +247,23 @@ class Trials:
     tensors: TrainData
     metric: str
     keeper: BestKeeper
+    variants: DataVariants | None = None  # one prepared data set per numeric preprocessing (made on first use)
+
+    def __post_init__(self) -> None:
+        if self.variants is None:
+            self.variants = DataVariants(self.spec.data, self.spec.study.seed, self.tensors.device,
+                                         first=(self.data, self.tensors))
 
     def member(self, trial: optuna.Trial) -> Member:
-        """Sample the trial's params (a retried or enqueued trial keeps its fixed ones) and make its member."""
-        params = suggest_params(trial, self.spec)
-        mlp, tc = configs_from_params(params, self.spec, self.data, self.metric,
+        """Sample the trial's params (a retried or enqueued trial keeps its fixed ones) and make its member; a
+        trial whose numeric preprocessing is not the search's first choice trains on its own data's tensors."""
+        params = suggest_params(trial, self.spec, self.metric)
+        choice = params.get("numeric_preprocessing", self.data.numeric_preprocessing)
+        data = self.variants.prepared(choice)
+        mlp, tc = configs_from_params(params, self.spec, data, self.metric,
                                       trial_seed(self.spec.study.seed, trial.number))
-        return Member(trial.number, mlp, tc)
+        own = None if data is self.data else self.variants.tensors(choice)
+        return Member(trial.number, mlp, tc, data=own)
 
     @staticmethod
     def key(member: Member) -> tuple | None:
@@ -270,17 +298,22 @@ class Trials:
 
     def run_of(self, member: Member, outcome: MemberOutcome) -> TrialRun:
         model = outcome.model.to(self.tensors.device)  # the engine hands models back on the host
+        tensors = member.data or self.tensors
+        data = self.data if member.data is None else self.variants.of(member.data)
         return TrialRun(model, member.net, member.config, outcome.result,
-                        val_metrics_of(model, outcome.result, self.data, self.tensors))
+                        val_metrics_of(model, outcome.result, data, tensors), None if data is self.data else data)
 
     def best_run(self, trial: optuna.trial.FrozenTrial) -> TrialRun | None:
         """The kept model of `trial` (the study's best) as a TrialRun, or None when another process trained it."""
         if self.keeper.number != trial.number or self.keeper.state is None:
             return None
         record = TrialRecord.read(trial)
-        mlp, tc = configs_from_params(params_of(trial), self.spec, self.data, self.metric, record.seed)
+        params = params_of(trial)
+        data = self.variants.prepared(params.get("numeric_preprocessing", self.data.numeric_preprocessing))
+        mlp, tc = configs_from_params(params, self.spec, data, self.metric, record.seed)
         model = self.keeper.model().to(self.tensors.device)
-        return TrialRun(model, mlp, tc, record.result(trial.value), record.val_metrics)
+        return TrialRun(model, mlp, tc, record.result(trial.value), record.val_metrics,
+                        None if data is self.data else data)
 
 
 __all__ = ["BestKeeper", "Reporter", "TrialRecord", "TrialRun", "Trials", "replay", "run_config",

@@ -15,8 +15,8 @@ from automlp.spec.load import (
     apply_overrides, check_metric_fits, dump_spec, load_spec, spec_json_schema, validate_spec_dict,
 )
 from automlp.spec.params import (
-    ACTIVATION_ALIASES, ACTIVATIONS, LR_SCHEDULES, MAX_DEPTH, MAX_WIDTH, OPTIMIZER_ALIASES, OPTIMIZERS,
-    PARAM_RULES, Param, parse_param,
+    ACTIVATION_ALIASES, ACTIVATIONS, ARCHS, EMBEDDINGS, LABEL_SMOOTHING_METRICS, LR_SCHEDULES, MAX_DEPTH, MAX_WIDTH,
+    NUMERIC_PREPROCESSING, OPTIMIZER_ALIASES, OPTIMIZERS, PARAM_RULES, Param, parse_param,
 )
 from automlp.spec.sections import (
     CLASSIFICATION_METRICS, MAX_WEIGHTS, METRIC_DIRECTIONS, REGRESSION_METRICS, SKLEARN_DATASETS, STORAGE_SCHEMES,
@@ -25,7 +25,8 @@ from automlp.spec.sections import (
 )
 
 __all__ = [
-    "ACTIVATIONS", "ACTIVATION_ALIASES", "CLASSIFICATION_METRICS", "LR_SCHEDULES", "MAX_DEPTH", "MAX_WEIGHTS",
+    "ACTIVATIONS", "ACTIVATION_ALIASES", "ARCHS", "CLASSIFICATION_METRICS", "EMBEDDINGS", "LABEL_SMOOTHING_METRICS",
+    "LR_SCHEDULES", "MAX_DEPTH", "MAX_WEIGHTS", "NUMERIC_PREPROCESSING",
     "MAX_WIDTH", "METRIC_DIRECTIONS", "OPTIMIZERS", "OPTIMIZER_ALIASES", "PARAM_RULES", "REGRESSION_METRICS",
     "SKLEARN_DATASETS", "STORAGE_SCHEMES", "DataSpec", "EarlyStoppingSpec", "OutputSpec", "Param", "PrunerSpec",
     "ReportSpec", "SamplerSpec", "SpaceSpec", "Spec", "StudySpec", "TrainingSpec", "apply_overrides",

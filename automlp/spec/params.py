@@ -9,7 +9,12 @@ from typing import Any, Literal
 from pydantic import ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from automlp.registry import ACTIVATION_ALIASES, ACTIVATIONS, LR_SCHEDULES, OPTIMIZER_ALIASES, OPTIMIZERS  # noqa: F401
+from automlp.registry import (ACTIVATION_ALIASES, ACTIVATIONS, ARCHS, EMBEDDINGS, LR_SCHEDULES,  # noqa: F401
+                              NUMERIC_PREPROCESSING, OPTIMIZER_ALIASES, OPTIMIZERS)
+
+# label smoothing helps accuracy-type metrics and hurts probability-quality ones (RealMLP's ablation): it is
+# sampled only when the study's metric is one of these
+LABEL_SMOOTHING_METRICS = ("accuracy", "balanced_accuracy", "f1_macro")
 
 MAX_WIDTH = 16384
 MAX_DEPTH = 32
@@ -209,6 +214,16 @@ PARAM_RULES: dict[str, tuple] = {
     "momentum": ("float", (0.0, 1.0, False, False), (), None),
     "nesterov": ("cat", None, (True, False), None),
     "power_t": ("float", (0.0, 10.0, False, False), (), None),
+    "numeric_preprocessing": ("cat", None, NUMERIC_PREPROCESSING, None),
+    "embedding": ("cat", None, EMBEDDINGS, None),
+    "d_embedding": ("int", (1, 256, False, False), (), None),
+    "frequency_init_scale": ("float", (0.0, 100.0, True, False), (), None),
+    "n_bins": ("int", (2, 1024, False, False), (), None),
+    "feature_scaling": ("cat", None, (True, False), None),
+    "arch": ("cat", None, ARCHS, None),
+    "k_ensemble": ("int", (1, 256, False, False), (), None),
+    "beta2": ("float", (0.0, 1.0, True, True), (), None),
+    "label_smoothing": ("float", (0.0, 1.0, False, True), (), None),
 }
 
 
