@@ -335,7 +335,7 @@ class Result:
         from automlp.export.memory import memory_predictor
         from automlp.export.write import trial_info
 
-        return memory_predictor(o.best_run, o.data, self.spec, trial=trial_info(o.study.best_trial, o.best_run),
+        return memory_predictor(o.best_run, o.data, self.spec, trial=trial_info(self.best_trial, o.best_run),
                                 scores=self.scores, metric=o.metric)
 
     def predict(self, X) -> Any:

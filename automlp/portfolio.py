@@ -118,6 +118,12 @@ def enqueue_portfolio(study: optuna.Study, spec: Spec, metric: str | None, n_tra
     if not spec.study.portfolio or study.get_trials(deepcopy=False):
         return []
     entries, notes = portfolio_params(spec, metric, n_train)
+    n_trials = spec.study.n_trials
+    if n_trials is not None and len(entries) > n_trials:  # queued trials past the budget would wait for ever
+        notes.append(f"study.n_trials: {n_trials} leaves room for only the first {n_trials} of the "
+                     f"{len(entries)} portfolio entries ({', '.join(name for name, _ in entries[n_trials:])} "
+                     "left out)")
+        entries = entries[:n_trials]
     for name, params in entries:
         study.enqueue_trial(params, user_attrs={"portfolio": name})
     return notes

@@ -122,7 +122,8 @@ def test_a_host_that_loses_the_network_mid_trial_is_retried_elsewhere_and_its_la
                 p.kill()
     assert rc1 == 0, err1
     assert "Traceback" not in err1 and "error" not in err1.lower(), err1
-    assert "rode out storage outages of " in out1, out1
+    # (whether it also says "rode out storage outages" depends on whether a call outlasted the TCP timeout while
+    # the link was down: under load, host 2 may finish before that)
     trials = trials_of("netns", url)
     after = {t.number: (t.state, t.values, dict(t.intermediate_values)) for t in trials}
     assert after == before, describe(trials)  # nothing resurrected, duplicated or appended to
