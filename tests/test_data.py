@@ -40,8 +40,11 @@ def test_california_empty_values_and_a_text_column():
     data = prepare_data(DataSpec(path=TEST_DATA / "california_housing.csv.gz", target="median_house_value"), seed=0)
     assert data.task == "regression" and sum(data.sizes().values()) == 2064
     assert data.categorical_columns == ["ocean_proximity"]
-    assert data.feature_names[-4:] == ["ocean_proximity_<1H OCEAN", "ocean_proximity_INLAND",
-                                       "ocean_proximity_NEAR BAY", "ocean_proximity_NEAR OCEAN"]
+    # one-hot of the text column, then the missing-value indicator of total_bedrooms (data.missing_indicators)
+    assert data.feature_names[-5:] == ["ocean_proximity_<1H OCEAN", "ocean_proximity_INLAND",
+                                       "ocean_proximity_NEAR BAY", "ocean_proximity_NEAR OCEAN",
+                                       data.feature_names[-1]]
+    assert "total_bedrooms" in data.feature_names[-1] and set(np.unique(data.X_train[:, -1])) <= {0.0, 1.0}
     assert not np.isnan(data.X_train).any()  # the 28 empty total_bedrooms are imputed with the median
     assert abs(data.y_train.mean()) < 1e-6 and abs(data.y_train.std() - 1) < 1e-3  # the target is standardized
 

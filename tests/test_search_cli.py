@@ -66,8 +66,8 @@ def test_search_auto_mpg_regression(tmp_path):
     assert summary["task"] == "regression" and summary["direction"] == "maximize"
     # horsepower's '?' rows are imputed, not dropped: 398 rows in all
     assert sum(summary["rows"].values()) == 398
-    # 9 features: 6 numeric + 3 one-hot origins
-    assert summary["n_features"] == 9
+    # 10 features: 6 numeric + 3 one-hot origins + horsepower's missing-value indicator
+    assert summary["n_features"] == 10
     test = summary["best"]["scores"]["test"]
     assert test["r2"] > 0.75, test  # the PyTorch original reaches 0.857; mean prediction scores 0
     assert test["rmse"] < 4.5  # in miles per gallon: targets are mapped back from standardized units
