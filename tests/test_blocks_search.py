@@ -23,6 +23,7 @@ from automlp.metrics import score_all
 from automlp.spec import load_spec
 
 from conftest import EXAMPLE_DATA, write_spec
+from test_portfolio import BLOCKS_SPACE
 
 REPO = Path(__file__).resolve().parents[1]
 SERVE = REPO / "examples" / "serve_torchscript.py"
@@ -88,8 +89,9 @@ def test_every_block_serves_the_studys_predictions(study):
 
 
 def test_a_new_study_starts_with_the_portfolio(tmp_path):
-    spec = {"data": {"dataset": "sklearn:iris"}, "space": {"max_epochs": 2, "k_ensemble": 2, "width": 16},
-            "training": {"threads": 1}, "study": {"name": "iris", "n_trials": 4, "metric": "accuracy"},
+    space = {**BLOCKS_SPACE, "max_epochs": 2, "k_ensemble": 2, "width": 16}
+    spec = {"data": {"dataset": "sklearn:iris"}, "space": space,
+            "training": {"threads": 1}, "study": {"name": "iris", "n_trials": 4, "metric": "accuracy", "portfolio": True},
             "output": {"dir": str(tmp_path / "studies")}}
     path = write_spec(tmp_path / "iris.yaml", spec)
     r = CliRunner().invoke(app, ["search", str(path), "-q", "--no-report", "--no-export"])

@@ -126,5 +126,14 @@ def test_a_host_that_loses_the_network_mid_trial_is_retried_elsewhere_and_its_la
     # the link was down: under load, host 2 may finish before that)
     trials = trials_of("netns", url)
     after = {t.number: (t.state, t.values, dict(t.intermediate_values)) for t in trials}
-    assert after == before, describe(trials)  # nothing resurrected, duplicated or appended to
+    # nothing resurrected or duplicated, and no finished trial written to. One exception, Optuna's RDB storage's: an
+    # epoch value whose INSERT reached the server before the cut and whose COMMIT arrives after the heal lands on the
+    # lost trial (the storage checks the trial's state at the INSERT, without locking its row), so the lost trial
+    # may gain values of the epochs before the cut; it stays FAIL, and its retry is untouched
+    for number in before:
+        state, values, steps = after[number]
+        assert (state, values) == before[number][:2], describe(trials)
+        assert steps == before[number][2] or (number == lost and steps.items() >= before[number][2].items()), \
+            describe(trials)
+    assert after.keys() == before.keys(), describe(trials)
     assert states(trials) == {"COMPLETE": 6, "FAIL": 1}, describe(trials)

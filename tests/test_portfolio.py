@@ -8,8 +8,19 @@ from automlp.portfolio import enqueue_portfolio, portfolio_params
 from automlp.spec import validate_spec_dict
 
 
+# the space of the README's "Beyond the plain MLP" section, which holds every ingredient the portfolio uses
+BLOCKS_SPACE = {"optimizer": ["adam", "adamw"], "activation": ["relu", "silu"], "dropout": {"low": 0.0, "high": 0.3},
+                "batch_size": [32, 64, 128, 256], "lr_schedule": ["constant", "cosine", "coslog4"],
+                "beta2": {"low": 0.9, "high": 0.999}, "label_smoothing": {"low": 0.0, "high": 0.1},
+                "numeric_preprocessing": ["standard", "quantile", "robust_clip"],
+                "embedding": ["none", "periodic", "piecewise_linear"], "feature_scaling": [False, True],
+                "arch": ["mlp", "tabm_mini"]}
+
+
 def _spec(space: dict | None = None, **study) -> object:
-    return validate_spec_dict({"data": {"dataset": "sklearn:iris"}, "space": space or {}, "study": study})
+    study = {"portfolio": True, **study}
+    return validate_spec_dict({"data": {"dataset": "sklearn:iris"}, "space": {**BLOCKS_SPACE, **(space or {})},
+                               "study": study})
 
 
 def test_default_space_takes_every_entry_clipped_to_its_ranges():

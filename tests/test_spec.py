@@ -41,7 +41,7 @@ def test_valid_spec_loads_with_defaults(tmp_path):
     assert spec.study.name == "iris"  # from the file name
     assert spec.space.activation.choices == ("relu", "tanh")
     assert spec.space.lr.log and spec.space.lr.low == 0.0001
-    assert spec.space.optimizer.choices == ("adam", "adamw")  # default: both
+    assert spec.space.optimizer.value == "adam"  # default, fixed
     assert spec.training.early_stopping.patience == 10
 
 
