@@ -144,10 +144,15 @@ class _Session:
         return trial
 
     def _admit(self, trial: optuna.Trial) -> Member | None:
-        """The trial's member, or None when another worker took the budget's last slot (told FAIL, skipped)."""
-        if self.budget.admits(self.study, trial):
-            return self.trials.member(trial)
-        TrialRecord.skip(trial)
+        """The trial's member, or None when another worker took the budget's last slot (told FAIL, skipped), or
+        failed the trial as stale while this one could not reach the storage (forgotten, not told)."""
+        try:
+            if self.budget.admits(self.study, trial):
+                return self.trials.member(trial)
+            TrialRecord.skip(trial)
+        except TrialLost:
+            self._forget(trial.number)
+            return None
         self._tell_fail(trial.number, notify=True)
         return None
 
@@ -252,7 +257,12 @@ class _Session:
         out of an exception)."""
         trial = self.asked[number]
         self._forget(number)
-        frozen = self.study.tell(trial, state=TrialState.FAIL)
+        if storage_of(self.study).get_trial(trial_id(trial)).state.is_finished():
+            return  # failed as stale by another worker while this one could not reach the storage
+        try:
+            frozen = self.study.tell(trial, state=TrialState.FAIL)
+        except TrialLost:
+            return
         for cb in self.callbacks if notify else ():
             cb(self.study, frozen)
 
