@@ -65,13 +65,20 @@ def is_dead_here(rec: dict) -> bool:
     return state in "ZX" or (rec.get("pid_start") is not None and start != rec["pid_start"])
 
 
-def _stale_ids(storage: optuna.storages.BaseStorage, study_id: int, grace_period: float | None) -> list[int]:
-    """Running trials whose process died on this machine, or (grace_period set) whose last heartbeat is older."""
+def _stale_ids(storage: optuna.storages.BaseStorage, study_id: int, grace_period: float | None,
+               unstarted_grace: float | None = None) -> list[int]:
+    """Running trials whose process died on this machine, or (grace_period set) whose last heartbeat is older, or
+    (unstarted_grace set) that never recorded a worker and started longer ago than that: the storage went away
+    between the trial's creation and its first heartbeat, and nothing else would ever fail it (Optuna's RDB
+    storage skips a trial without a heartbeat row), so a rerun would wait for its slot for ever."""
     now, out = time.time(), []
     for t in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
         rec = t.system_attrs.get(WORKER_ATTR)
-        if not rec or rec.get("trial_id") != trial_id(t):
-            continue  # no heartbeat yet (or one copied from the trial this one retries)
+        if not rec or rec.get("trial_id") != trial_id(t):  # no heartbeat yet (or one copied from the retried trial)
+            started = t.datetime_start.timestamp() if t.datetime_start else now
+            if unstarted_grace is not None and now - started > unstarted_grace:
+                out.append(trial_id(t))
+            continue
         if is_dead_here(rec) or (grace_period is not None and now - rec.get("t", now) > grace_period):
             out.append(trial_id(t))
     return out
@@ -91,7 +98,7 @@ class SystemAttrHeartbeat(BaseHeartbeat):
         self.set_trial_system_attr(trial_id, WORKER_ATTR, worker_record() | {"trial_id": trial_id, "t": time.time()})
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
-        return _stale_ids(self, study_id, self._grace)
+        return _stale_ids(self, study_id, self._grace, self._grace)
 
     def get_heartbeat_interval(self) -> int | None:
         return self._interval

@@ -183,13 +183,14 @@ class LivenessRDBStorage(RDBStorage):
 
     def record_heartbeat(self, trial_id: int) -> None:
         super().record_heartbeat(trial_id)
-        if trial_id not in self._announced:
-            self._announced.add(trial_id)
+        if trial_id not in self._announced:  # marked only once written: a failed write is tried again next beat
             self.set_trial_system_attr(trial_id, WORKER_ATTR,
                                        worker_record() | {"trial_id": trial_id, "t": time.time()})
+            self._announced.add(trial_id)
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
-        return sorted(set(super()._get_stale_trial_ids(study_id)) | set(_stale_ids(self, study_id, None)))
+        grace = self.grace_period or 2 * (self.heartbeat_interval or 60)
+        return sorted(set(super()._get_stale_trial_ids(study_id)) | set(_stale_ids(self, study_id, None, grace)))
 
 
 def fail_stale_trials(study: optuna.Study) -> None:

@@ -1,7 +1,8 @@
 """Test scores of automlp at a fixed wall budget per data set, next to scikit-learn's defaults on the same split.
 
     python bench/quality.py [--budget 120] [--small-budget 60] [--sets adult,california,...] [--code DIR]
-                            [--label before] [--workdir /tmp/automlp-quality]
+                            [--space default|blocks] [--final best|refit|bag|ensemble] [--validation holdout|kfold]
+                            [--threads N] [--label before] [--workdir /tmp/automlp-quality]
 
 For each set: `automlp search` runs in its own process on a spec holding only `data` (the default space) with
 `study.timeout` = the budget and no trial limit (Auto MPG: the example's split and its budget of 30 trials, capped
@@ -10,6 +11,8 @@ train+validation rows (automlp's preprocessing, fitted on the training rows) and
 split is 80/20 with seed 0 for the public sets and sklearn's bundled ones; Auto MPG uses the example's
 (`search_spaces/auto_mpg.yaml`: 80/20, seed 3). Scores: accuracy (classification) or R2 (regression).
 
+`--space blocks` gives every spec the README's "Beyond the plain MLP" space and `study.portfolio: true`; `--final` and `--validation` set `study.final`
+and `study.validation`; `--threads` sets `training.threads` (two labels may then run side by side, one core each).
 `--code DIR` runs another checkout's automlp (its package on PYTHONPATH), so the "before" row of today's main and
 the "after" row of a branch come from one script. Prints one table and writes bench/results/quality-<label>.json.
 The public sets are read from /work/shared/data (or --data-dir). Times are wall-clock on a shared machine.
@@ -48,7 +51,16 @@ BUNDLED = {
 }
 
 
-def spec_for(name: str, data_dir: Path, budget: float) -> dict:
+# the README's "Beyond the plain MLP" space (tests/test_portfolio.py BLOCKS_SPACE mirrors it)
+BLOCKS = {"optimizer": ["adam", "adamw"], "activation": ["relu", "silu"], "dropout": {"low": 0.0, "high": 0.3},
+          "lr_schedule": ["constant", "cosine", "coslog4"], "beta2": {"low": 0.9, "high": 0.999},
+          "numeric_preprocessing": ["standard", "quantile", "robust_clip"],
+          "embedding": ["none", "periodic", "piecewise_linear"], "feature_scaling": [False, True],
+          "arch": ["mlp", "tabm_mini"]}
+
+
+def spec_for(name: str, data_dir: Path, budget: float, space: str = "default", final: str | None = None,
+             validation: str | None = None, threads: int | None = None) -> dict:
     if name in PUBLIC:
         data, metric = PUBLIC[name]
         data = dict(data, path=str(data_dir / data["path"]))
@@ -60,7 +72,17 @@ def spec_for(name: str, data_dir: Path, budget: float) -> dict:
     study = {"name": f"q-{name}", "metric": metric, "timeout": budget, "n_trials": None}
     if name == "auto_mpg":
         study["n_trials"] = 30  # the example's budget
-    return {"data": data, "study": study, "output": {"dir": "studies"}}
+    spec = {"data": data, "study": study, "output": {"dir": "studies"}}
+    if space == "blocks":
+        spec["space"] = dict(BLOCKS)
+        study["portfolio"] = True
+    if final:
+        study["final"] = final
+    if validation:
+        study["validation"] = validation
+    if threads:
+        spec["training"] = {"threads": threads}
+    return spec
 
 
 def run_automlp(spec: dict, workdir: Path, code: Path) -> dict:
@@ -88,8 +110,11 @@ def run_automlp(spec: dict, workdir: Path, code: Path) -> dict:
     metric = spec["study"]["metric"]
     if best is None:
         return {"error": ["no trial finished"], "wall_s": wall, "interrupted": interrupted}
+    final = summary.get("final") or {}
+    shipped = (final.get("scores") or {}).get("test", {}).get(metric)  # study.final other than best
     return {"test": best["scores"]["test"][metric], "val": best["scores"]["val"][metric], "wall_s": wall,
-            "interrupted": interrupted,
+            "interrupted": interrupted, "final": final.get("kind", "best"),
+            "shipped_test": best["scores"]["test"][metric] if shipped is None else shipped,
             "trials": summary["trials"], "params": best["params"], "architecture": best["architecture"]}
 
 
@@ -127,6 +152,10 @@ def main() -> None:
     ap.add_argument("--small-budget", type=float, default=60.0, help="seconds of search per bundled sklearn set")
     ap.add_argument("--sets", default=",".join([*BUNDLED, *reversed(PUBLIC)]))
     ap.add_argument("--code", type=Path, default=ROOT, help="checkout whose automlp runs")
+    ap.add_argument("--space", choices=["default", "blocks"], default="default")
+    ap.add_argument("--final", choices=["best", "refit", "bag", "ensemble"])
+    ap.add_argument("--validation", choices=["holdout", "kfold", "auto"])
+    ap.add_argument("--threads", type=int)
     ap.add_argument("--label", default="after")
     ap.add_argument("--data-dir", type=Path, default=Path("/work/shared/data"))
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/automlp-quality"))
@@ -134,7 +163,7 @@ def main() -> None:
     rows = []
     for name in args.sets.split(","):
         budget = args.budget if name in PUBLIC else args.small_budget
-        spec = spec_for(name, args.data_dir, budget)
+        spec = spec_for(name, args.data_dir, budget, args.space, args.final, args.validation, args.threads)
         row = {"set": name, "metric": spec["study"]["metric"], "budget_s": budget, "label": args.label,
                "automlp": run_automlp(spec, args.workdir / args.label, args.code.resolve())}
         row |= run_sklearn(spec, args.code.resolve())
@@ -144,13 +173,16 @@ def main() -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps({"label": args.label, "code": str(args.code), "rows": rows}, indent=1,
                                   default=str))  # after every set: a long run keeps what it has
-    print(f"{'set':14} {'metric':8} {'budget':>6} {'automlp':>8} {'trials':>6} {'HGB':>7} {'skMLP':>7}")
+    print(f"{'set':14} {'metric':8} {'budget':>6} {'best val':>8} {'best':>8} {'shipped':>8} {'trials':>6} "
+          f"{'HGB':>7} {'skMLP':>7}")
     for r in rows:
         a = r["automlp"]
-        score = (f"{a['test']:.4f}" + ("*" if a.get("interrupted") else "")) if "test" in a else "error"
+        mark = "*" if a.get("interrupted") else ""
+        val, score, shipped = ((f"{a['val']:.4f}", f"{a['test']:.4f}{mark}", f"{a['shipped_test']:.4f}")
+                               if "test" in a else ("-", "error", "-"))
         n = sum(a.get("trials", {}).values()) if "trials" in a else 0
-        print(f"{r['set']:14} {r['metric']:8} {r['budget_s']:6.0f} {score:>8} {n:6d} {r['hgb']:7.4f} "
-              f"{r['sk_mlp']:7.4f}")
+        print(f"{r['set']:14} {r['metric']:8} {r['budget_s']:6.0f} {val:>8} {score:>8} {shipped:>8} {n:6d} "
+              f"{r['hgb']:7.4f} {r['sk_mlp']:7.4f}")
     print("* the search overran its budget by half and was interrupted (Ctrl-C): its best trial so far")
     print(f"wrote {out}")
 

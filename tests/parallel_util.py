@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -45,17 +47,39 @@ def unique_name(prefix: str) -> str:
 
 
 def start(*args: str, cwd: Path, **kw) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1"}
     return subprocess.Popen([AUTOMLP, *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, **kw)
 
 
 def finish(procs: list[subprocess.Popen], timeout: float = 240) -> list[tuple[int, str, str]]:
+    """Wait for each process; one that outlives `timeout` fails the test with the Python stack of every thread of
+    it and of its workers (faulthandler, on SIGABRT), so a hang in CI says where it hung."""
     out = []
     for p in procs:
-        o, e = p.communicate(timeout=timeout)
+        try:
+            o, e = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            for pid in [*_descendants(p.pid), p.pid]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGABRT)
+            o, e = p.communicate()
+            pytest.fail(f"{' '.join(p.args[1:])} still ran after {timeout:.0f} s; the stacks of its processes:\n"
+                        f"{e[-20000:]}", pytrace=False)
         out.append((p.returncode, o, e))
     return out
+
+
+def _descendants(pid: int) -> list[int]:
+    """The processes under `pid` (workers are children of the fork server, itself a child of the parent)."""
+    kids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                stat = (entry / "stat").read_text()
+                if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                    kids.append(int(entry.name))
+    return [d for k in kids for d in (*_descendants(k), k)]
 
 
 def trials_of(name: str, url: str) -> list[optuna.trial.FrozenTrial]:
