@@ -230,18 +230,37 @@ def export(
     trial: Optional[int] = typer.Option(None, "--trial", min=0, help="Trial number to export (default: the best)."),
     refit: bool = typer.Option(False, "--refit", help="Retrain on train + validation for the best epoch count "
                                "early stopping found."),
+    final: Optional[str] = typer.Option(None, "--final", help="Rebuild the model study.final ships: best, refit, "
+                                        "bag or ensemble (default: the spec's study.final).", show_default=False),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Model folder (default: <study>/model)."),
     storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL (overrides study.storage)."),
     data_path: Optional[Path] = typer.Option(None, "--data", help="Data file (overrides data.path)."),
 ) -> None:
-    """Write a trial of a study (retrained from its seed) as a model folder."""
+    """Write the model a study ships (study.final, rebuilt from the trials' seeds), or one trial of it, as a model
+    folder."""
     from automlp.export.write import export_study, spec_from_study_dir
-    from automlp.spec import apply_overrides
+    from automlp.spec import FINAL_MODELS, apply_overrides
 
+    if final is not None and final not in FINAL_MODELS:
+        _fail(f"--final: unknown final model {final!r}; use one of {', '.join(FINAL_MODELS)}")
+    if final is not None and (trial is not None or refit):
+        _fail(f"--final: a final model is built from the study, not from one trial; drop --final, or drop "
+              f"{'--trial' if trial is not None else '--refit'}")
     if study.is_dir():
         spec = apply_overrides(spec_from_study_dir(study, storage), storage=storage, data_path=data_path)
     else:
         spec = _load(study, storage=storage, data_path=data_path)
+    kind = final or spec.study.final
+    if trial is None and not refit and kind != "best":
+        from automlp.export.final import export_final
+
+        folder, built = export_final(spec, kind, output)
+        for note in [built.info["note"]] if built.info.get("note") else []:
+            typer.echo(f"note: {note}", err=True)
+        test = "  ".join(f"{k} {v:.4f}" for k, v in built.scores["test"].items())
+        typer.echo(f"{built.describe()}: test {test}")
+        typer.echo(f"wrote {folder}/")
+        return
     folder, info = export_study(spec, trial, refit, output)
     for note in info["notes"]:
         typer.echo(f"note: {note}", err=True)

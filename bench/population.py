@@ -1,7 +1,8 @@
 """Population training throughput: member-epochs/s of K stacked MLPs against one-at-a-time training.
 
     python bench/population.py [--quick] [--device cpu|cuda] [--out bench/results/population.json]
-    python bench/population.py --e2e [--budget-s 60]     # whole searches: population 1 vs auto, same budget
+    python bench/population.py --e2e [--budget-s 60] [--examples auto_mpg breast_cancer] [--threads N]
+                                                          # whole searches: population 1 vs auto, same budget
 
 Rows (all measured in the same run, medians of repeats): the machine's fp32 matmul rate (the ceiling), a plain
 PyTorch loop on device-resident tensors with Adam(fused=True) (one net at a time), automlp's sequential trainer
@@ -288,8 +289,9 @@ def side_measurements(X, y, n_out, device, reps, min_s, rows, name):
 
 
 def run_e2e(args):
-    """search_spaces/auto_mpg.yaml (398 rows, batch 16/32, r2) with the same seed and wall-clock budget, run with
-    training.population 1 and auto; finished trials and the best trial's validation and test r2 of each."""
+    """Each example spec (search_spaces/<name>.yaml; default auto_mpg, 398 rows, r2, and breast_cancer, 569 rows,
+    roc_auc) with the same seed and wall-clock budget, run with each training.population; finished trials and the
+    best trial's validation and test score of each. Searches run one after another in this process."""
     import tempfile
 
     import optuna
@@ -302,37 +304,47 @@ def run_e2e(args):
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     repo = Path(__file__).resolve().parents[1]
-    base = yaml.safe_load((repo / "search_spaces" / "auto_mpg.yaml").read_text())
-    base["data"]["path"] = str(repo / "search_spaces" / "data" / "auto_mpg.csv")
-    out, rows = {"spec": "search_spaces/auto_mpg.yaml", "budget_s": args.budget_s, "device": args.device}, []
-    print(f"# end-to-end: search_spaces/auto_mpg.yaml, study seed 0, timeout {args.budget_s:g} s each, device "
-          f"{args.device}\n")  # fmt: skip
-    print("| population | K | trials finished | complete | pruned | wall s | best val r2 | its test r2 |")
-    print("|---|---|---|---|---|---|---|---|")
-    with tempfile.TemporaryDirectory() as tmp:
-        for population in args.populations:
-            pop = population if population == "auto" else int(population)
-            raw = dict(base)
-            raw["training"] = {**base.get("training", {}), "population": pop, "device": args.device}
-            raw["study"] = {**base["study"], "name": f"e2e_{pop}", "n_trials": None, "timeout": args.budget_s,
-                            "seed": 0}  # fmt: skip
-            raw["output"] = {"dir": str(Path(tmp) / f"pop_{pop}")}
-            spec = validate_spec_dict(raw)
-            outcome = run_search(spec)
-            summarize(outcome, spec)
-            s, trials = outcome.summary, outcome.summary["trials"]
-            finished = trials.get("COMPLETE", 0) + trials.get("PRUNED", 0)
-            sizes = {(TrialRecord.read(t).population or {"size": 1})["size"] for t in outcome.study.trials}
-            row = {"population": pop, "K": max(sizes), "finished": finished, "complete": trials.get("COMPLETE", 0),
-                   "pruned": trials.get("PRUNED", 0), "wall_s": s["wall_time_s"], "best_val_r2": s["best"]["value"],
-                   "best_test_r2": s["best"]["scores"]["test"]["r2"]}  # fmt: skip
-            rows.append(row)
-            print(f"| {pop} | {row['K']} | {finished} | {row['complete']} | {row['pruned']} | {row['wall_s']:.1f} | "
-                  f"{row['best_val_r2']:.4f} | {row['best_test_r2']:.4f} |", flush=True)  # fmt: skip
-    if len(rows) == 2:
-        print(f"\n# population {rows[1]['population']} / 1: x{rows[1]['finished'] / max(rows[0]['finished'], 1):.2f} "
-              f"finished trials; best val r2 {rows[1]['best_val_r2']:.4f} vs {rows[0]['best_val_r2']:.4f}")  # fmt: skip
-    out["rows"] = rows
+    out = {"budget_s": args.budget_s, "device": args.device, "threads": args.threads, "examples": {}}
+    for example in args.examples:
+        base = yaml.safe_load((repo / "search_spaces" / f"{example}.yaml").read_text())
+        if "path" in base["data"]:
+            base["data"]["path"] = str(repo / "search_spaces" / base["data"]["path"])
+        metric = base["study"].get("metric", "score")
+        rows = []
+        print(f"\n# end-to-end: search_spaces/{example}.yaml, study seed 0, timeout {args.budget_s:g} s each, "
+              f"device {args.device}, {args.threads or 'default'} threads\n")  # fmt: skip
+        print(f"| population | K | trials finished | complete | pruned | wall s | best val {metric} | its test |")
+        print("|---|---|---|---|---|---|---|---|")
+        with tempfile.TemporaryDirectory() as tmp:
+            for population in args.populations:
+                pop = population if population == "auto" else int(population)
+                raw = dict(base)
+                raw["training"] = {**base.get("training", {}), "population": pop, "device": args.device}
+                if args.threads:
+                    raw["training"]["threads"] = args.threads
+                raw["study"] = {**base["study"], "name": f"e2e_{pop}", "n_trials": None, "timeout": args.budget_s,
+                                "seed": 0}  # fmt: skip
+                raw["output"] = {"dir": str(Path(tmp) / f"pop_{pop}")}
+                spec = validate_spec_dict(raw)
+                outcome = run_search(spec)
+                summarize(outcome, spec)
+                s, trials = outcome.summary, outcome.summary["trials"]
+                finished = trials.get("COMPLETE", 0) + trials.get("PRUNED", 0)
+                sizes = {(TrialRecord.read(t).population or {"size": 1})["size"] for t in outcome.study.trials}
+                test = s["best"]["scores"]["test"][spec.study.metric]
+                row = {"population": pop, "K": max(sizes), "finished": finished,
+                       "complete": trials.get("COMPLETE", 0), "pruned": trials.get("PRUNED", 0),
+                       "wall_s": s["wall_time_s"], "best_val": s["best"]["value"], "best_test": test}  # fmt: skip
+                rows.append(row)
+                print(f"| {pop} | {row['K']} | {finished} | {row['complete']} | {row['pruned']} | "
+                      f"{row['wall_s']:.1f} | {row['best_val']:.4f} | {test:.4f} |", flush=True)  # fmt: skip
+        if len(rows) == 2:
+            a, b = rows
+            print(f"\n# {example}: population {b['population']} / {a['population']}: "
+                  f"x{b['finished'] / max(a['finished'], 1):.2f} finished, "
+                  f"x{b['complete'] / max(a['complete'], 1):.2f} complete trials; best val {metric} "
+                  f"{b['best_val']:.4f} vs {a['best_val']:.4f}")  # fmt: skip
+        out["examples"][example] = rows
     return out
 
 
@@ -344,6 +356,9 @@ def main():
     ap.add_argument("--e2e", action="store_true", help="end-to-end search comparison instead")
     ap.add_argument("--budget-s", type=float, default=60.0, help="--e2e: wall-clock budget per search")
     ap.add_argument("--populations", nargs="+", default=["1", "auto"], help="--e2e: training.population values")
+    ap.add_argument("--examples", nargs="+", default=["auto_mpg", "breast_cancer"],
+                    help="--e2e: example specs in search_spaces/")
+    ap.add_argument("--threads", type=int, help="--e2e: training.threads of each search")
     args = ap.parse_args()
     start = time.perf_counter()
     if args.e2e:

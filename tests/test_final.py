@@ -105,6 +105,15 @@ def test_ensemble_is_selected_on_validation_predictions_and_exported_as_one_fold
     assert f"| shipped (ensemble) | {f['scores']['test']['accuracy']:.4g} |" in md
     assert f"| best trial #{best.number} | {outcome.summary['best']['scores']['test']['accuracy']:.4g} |" in md
     assert "Shipped model: ensemble" in result.html_path.read_text()
+    # `automlp export` rebuilds the same ensemble later from the study (seeds and kept predictions)
+    r = CliRunner().invoke(app, ["export", str(spec.study_dir), "-o", str(tmp_path / "again")])
+    assert r.exit_code == 0, r.stderr
+    assert f"the ensemble of {len(f['members'])} members ({trials}): test accuracy" in r.stdout
+    again = automlp.load(tmp_path / "again")
+    assert np.allclose(again.predict_proba(data.raw_test), p.predict_proba(data.raw_test), atol=1e-6)
+    r = CliRunner().invoke(app, ["export", str(spec.study_dir), "--final", "bag", "--trial", "0"])
+    assert r.exit_code == 2 and r.stderr.startswith("error: --final: a final model is built from the study"), \
+        r.stderr
 
 
 @pytest.mark.slow

@@ -306,9 +306,8 @@ def _pick_trial(study: optuna.Study, number: int | None) -> optuna.trial.FrozenT
     return t
 
 
-def export_study(spec: Spec, trial_number: int | None = None, refit: bool = False,
-                 out_dir: Path | None = None) -> tuple[Path, dict]:
-    """Export a trial (default: the best) of the study the spec names, replayed from its seed."""
+def open_finished_study(spec: Spec) -> tuple[optuna.Study, PreparedData, str, torch.device]:
+    """The stored study the spec names (an ExportError where there is none), its data and metric, the device."""
     set_threads(spec)
     device = resolve_device(spec.training.device)
     url = storage_url(spec)
@@ -322,7 +321,13 @@ def export_study(spec: Spec, trial_number: int | None = None, refit: bool = Fals
         raise ExportError(f"study.name: no study '{spec.study.name}' in {redact(url)}; run automlp search "
                           "with this spec first") from None
     data = prepare_data(spec.data, spec.study.seed)
-    metric = study_metric(study, spec, data.task)
+    return study, data, study_metric(study, spec, data.task), device
+
+
+def export_study(spec: Spec, trial_number: int | None = None, refit: bool = False,
+                 out_dir: Path | None = None) -> tuple[Path, dict]:
+    """Export a trial (default: the best) of the study the spec names, replayed from its seed."""
+    study, data, metric, device = open_finished_study(spec)
     trial = _pick_trial(study, trial_number)
     run = replay(trial, spec, data, to_tensors(data, device), metric)
     data = run.data_or(data)

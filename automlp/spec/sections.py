@@ -24,6 +24,8 @@ SKLEARN_DATASETS = ("iris", "digits", "wine", "breast_cancer", "diabetes")
 STORAGE_SCHEMES = ("sqlite", "postgresql", "mysql", "journal", "grpc")
 MAX_WEIGHTS = 250_000_000  # (depth - 1) * width**2 of the largest net: 1 GB of fp32 weights, ~4 GB with Adam
 
+FINAL_MODELS = ("best", "refit", "bag", "ensemble")  # study.final; also `automlp export --final`
+
 
 # rows given in Python (automlp.search(data=...)): data.dataset/data.path are not required while this is set
 DATA_GIVEN: contextvars.ContextVar[bool] = contextvars.ContextVar("automlp_data_given", default=False)
@@ -221,7 +223,7 @@ class StudySpec(_Section):
         "folds of train+validation, one model per fold (kfold); auto: kfold when train+validation has fewer than "
         "5000 rows, else holdout")
     folds: int = Field(5, ge=2, le=20, description="Folds of a k-fold trial (study.validation: kfold or auto)")
-    final: Literal["best", "refit", "bag", "ensemble"] = Field(
+    final: Literal[FINAL_MODELS] = Field(
         "best", description="The model shipped at the end of the search: the best trial's model (best); its "
                             "configuration retrained on train+validation (refit); its fold models averaged (bag); "
                             "a weighted ensemble of the top trials chosen greedily on held-out predictions "
