@@ -147,7 +147,12 @@ def _ensemble(ranked: list, best_run: TrialRun, data: PreparedData, tensors: Tra
     (k-fold studies, whose members are then bags of their fold models behind one preprocessing)."""
     device, kfold = tensors.device, _kfold(spec, data)
     rows, y = ("oof", np.concatenate([data.y_train, data.y_val])) if kfold else ("val", data.y_val)
-    cands = [(t, p) for t in ranked[:ENSEMBLE_CANDIDATES]
+    # one model folder has one preprocessing: members share the winner's numeric preprocessing (a member fed
+    # inputs scaled for another would predict garbage), so trials with another choice are not candidates
+    own = best_run.data_or(data)
+    same = [t for t in ranked if params_of(t).get("numeric_preprocessing", data.numeric_preprocessing)
+            == own.numeric_preprocessing]
+    cands = [(t, p) for t in same[:ENSEMBLE_CANDIDATES]
              if (p := load_predictions(spec.study_dir, t.number, rows)) is not None and len(p) == len(y)]
     if not cands:
         return _single("best", ranked[0].number, best_run, data, split_scores(best_run, data, device),
@@ -155,12 +160,12 @@ def _ensemble(ranked: list, best_run: TrialRun, data: PreparedData, tensors: Tra
                                      f"in {spec.study_dir / PREDICTIONS_DIR}; shipped the best trial's model"})
     sel = select_ensemble([p for _, p in cands], y, metric, spec.study.ensemble_size,
                           target_mean=data.target_mean, target_std=data.target_std)
-    members, shared = [], data
+    members, shared = [], own
     for i in sel.members:
         t = cands[i][0]
         if kfold:
-            net, config = configs_from_params(params_of(t), spec, data, metric, TrialRecord.read(t).seed)
-            bag, shared, _ = bag_members(t.number, net, config, data, device, spec.study.folds, spec.study.seed)
+            net, config = configs_from_params(params_of(t), spec, own, metric, TrialRecord.read(t).seed)
+            bag, shared, _ = bag_members(t.number, net, config, own, device, spec.study.folds, spec.study.seed)
             members += [dataclasses.replace(m, weight=sel.weights[i] * m.weight) for m in bag]
             continue
         run = best_run if t.number == ranked[0].number else replay(t, spec, data, tensors, metric)
@@ -168,7 +173,7 @@ def _ensemble(ranked: list, best_run: TrialRun, data: PreparedData, tensors: Tra
                                       {"seed": run.config.seed}))
     splits = {"train": (shared.X_train, shared.y_train), "test": (shared.X_test, shared.y_test)}
     if not kfold:
-        splits["val"] = (data.X_val, data.y_val)
+        splits["val"] = (own.X_val, own.y_val)
     scores = _blend_scores(members, shared, device, splits)
     if kfold:  # the search's fold models' out-of-fold outputs, blended with the selected weights
         oof = blend([p for _, p in cands], sel.weights, data.task) if sel.members else None
@@ -176,6 +181,7 @@ def _ensemble(ranked: list, best_run: TrialRun, data: PreparedData, tensors: Tra
     where = "out-of-fold outputs of the k-fold trials" if kfold else "the validation split"
     info = {"selection": {"method": "greedy ensemble selection with replacement (Caruana et al. 2004)",
                           "on": rows, "metric": metric, "candidates": [t.number for t, _ in cands],
+                          "numeric_preprocessing": own.numeric_preprocessing,
                           "rounds": sel.n_rounds, "rounds_run": spec.study.ensemble_size,
                           "trajectory": [round(v, 6) for v in sel.trajectory], "score": sel.score,
                           "best_single": cands[sel.best_single][0].number},
@@ -193,13 +199,14 @@ def build_final(spec: Spec, study: optuna.Study, data: PreparedData, tensors: Tr
     if best_run is None or not ranked:
         return None
     device, winner, kind = tensors.device, ranked[0].number, spec.study.final
+    own = best_run.data_or(data)  # the data of the winner's own numeric preprocessing
     if kind == "refit":
         val = split_scores(best_run, data, device)["val"]
-        run, merged, info = refit_run(best_run, data, device, TrialRecord.read(ranked[0]).best_epoch)
+        run, merged, info = refit_run(best_run, own, device, TrialRecord.read(ranked[0]).best_epoch)
         return _single("refit", winner, run, merged, split_scores(run, merged, device) | {"val": val},
                        info={"epochs": info["epochs"], "note": info["note"]}, refit=info)
     if kind == "bag":
-        return _bag(winner, best_run, data, spec, device)
+        return _bag(winner, best_run, own, spec, device)
     if kind == "ensemble":
         return _ensemble(ranked, best_run, data, tensors, spec, metric)
     note = {"note": f"study.validation: k-fold; the shipped model is trial {winner}'s configuration trained on the "
