@@ -4,6 +4,7 @@ whole trial, out-of-fold outputs, and a k-fold search that ships an ensemble of 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -19,8 +20,8 @@ from automlp.metrics import score
 from automlp.model import MLPConfig
 from automlp.report.summary import summarize
 from automlp.search import run_search
-from automlp.search.kfold import FOLDS_ATTR, KFoldTrain, make_foldset
-from automlp.search.trial import run_config
+from automlp.search.kfold import FOLDS_ATTR, KFoldTrain, KFoldTrials, make_foldset
+from automlp.search.trial import BestKeeper, run_config
 from automlp.spec import DataSpec, validate_spec_dict
 
 CPU = torch.device("cpu")
@@ -110,6 +111,23 @@ def _kfold_spec(tmp_path, **study):
         "study": {"name": "kf", "n_trials": 3, "seed": 1, "pruner": "none", "validation": "auto", "folds": 3,
                   **study},
         "output": {"dir": str(tmp_path)}})
+
+
+def test_a_trial_trains_on_the_folds_of_its_own_numeric_preprocessing(tmp_path, wine):
+    # before: every k-fold trial trained on the search's (standard) folds, whatever its numeric_preprocessing said
+    data, tensors, fs = wine
+    trials = KFoldTrials(_kfold_spec(tmp_path, seed=0), data, tensors, "accuracy", BestKeeper("maximize"), fs)
+    m = dataclasses.replace(_member(fs), data=trials.variants.tensors("quantile"))
+    qfs = trials.foldset_of(m)
+    assert qfs is not fs and qfs is trials.foldset_of(m)  # made once
+    assert {f.data.numeric_preprocessing for f in qfs.folds} == {"quantile"}
+    assert [list(f.val_rows) for f in qfs.folds] == [list(f.val_rows) for f in fs.folds]  # the same folds
+    trials.train([m], tensors)
+    oof = trials.train.oof[m.tag]
+    for k, fold in enumerate(qfs.folds):
+        alone = run_config(m.net, m.config, fold.data, qfs.tensors[k])
+        with torch.no_grad():
+            assert np.allclose(oof[fold.val_rows], alone.model(qfs.tensors[k].X_val).numpy(), atol=1e-5)
 
 
 @pytest.mark.slow

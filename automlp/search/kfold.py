@@ -75,6 +75,7 @@ class _Trial:
     member: Member
     k: int
     minimize: bool
+    fs: FoldSet  # the folds of the trial's numeric preprocessing
     latest: dict[int, EpochReport] = field(default_factory=dict)
     best: dict[int, float] = field(default_factory=dict)
     outcomes: dict[int, MemberOutcome] = field(default_factory=dict)
@@ -123,8 +124,9 @@ class KFoldTrain:
     """`train(members, tensors, on_epoch, on_done, stop, deadline)` for StackRunner: trial members in, each
     trained as its k folds; trial outcomes out (see the module docstring)."""
 
-    def __init__(self, foldset: FoldSet, study_dir=None):
+    def __init__(self, foldset: FoldSet, study_dir=None, foldset_of=None):
         self.fs, self.study_dir = foldset, study_dir
+        self.foldset_of = foldset_of or (lambda member: foldset)  # a trial's folds: its numeric preprocessing's
         self.oof: dict[Hashable, np.ndarray] = {}  # trial tag -> out-of-fold outputs (COMPLETE or not)
         self.fold_results: dict[Hashable, list[TrainResult]] = {}
 
@@ -137,9 +139,9 @@ class KFoldTrain:
             if (stop is not None and stop.is_set()) or (deadline is not None and time.time() >= deadline):
                 queue = self._decline(batch, on_done, outcomes)
                 continue
-            trials = {m.tag: _Trial(m, self.fs.k, get_metric(m.config.metric).direction == "minimize")
-                      for m in batch}
-            folds = [self.fold_member(m, k) for m in batch for k in range(self.fs.k)]
+            trials = {m.tag: _Trial(m, self.fs.k, get_metric(m.config.metric).direction == "minimize",
+                                    self.foldset_of(m)) for m in batch}
+            folds = [self.fold_member(m, k, trials[m.tag].fs) for m in batch for k in range(self.fs.k)]
 
             def each(reports: list[EpochReport]) -> set:
                 touched = {}
@@ -157,7 +159,7 @@ class KFoldTrain:
                 t = trials[tag]
                 t.outcomes[fold] = outcome
                 t.failed |= outcome.result.stop_reason == "diverged"
-                t.oof[fold] = self._fold_outputs(outcome, fold)
+                t.oof[fold] = self._fold_outputs(outcome, t.fs.tensors[fold])
                 if len(t.outcomes) == self.fs.k:
                     whole = self._whole(tag, t)
                     outcomes.append(whole)
@@ -173,17 +175,18 @@ class KFoldTrain:
                     train_stack([f], tensors, on_done=done, stop=stop, deadline=deadline)
         return outcomes
 
-    def fold_member(self, m: Member, k: int) -> Member:
-        net = dataclasses.replace(m.net, n_inputs=self.fs.n_features)
-        return Member((m.tag, k), net, m.config, data=self.fs.tensors[k])
+    def fold_member(self, m: Member, k: int, fs: FoldSet | None = None) -> Member:
+        fs = fs or self.foldset_of(m)
+        net = dataclasses.replace(m.net, n_inputs=fs.n_features)
+        return Member((m.tag, k), net, m.config, data=fs.tensors[k])
 
-    def _fold_outputs(self, outcome: MemberOutcome, fold: int) -> np.ndarray:
-        t = self.fs.tensors[fold]
+    @staticmethod
+    def _fold_outputs(outcome: MemberOutcome, t: TrainData) -> np.ndarray:
         return predict(outcome.model.to(t.device), t.X_val).float().cpu().numpy()
 
     def _whole(self, tag: Hashable, t: _Trial) -> MemberOutcome:
         result = t.result()
-        self.oof[tag] = out_of_fold(self.fs.folds, [t.oof[k] for k in range(self.fs.k)])
+        self.oof[tag] = out_of_fold(t.fs.folds, [t.oof[k] for k in range(self.fs.k)])
         self.fold_results[tag] = [t.outcomes[k].result for k in range(self.fs.k)]
         return MemberOutcome(tag, result, t.outcomes[0].model)
 
@@ -210,7 +213,16 @@ class KFoldTrials(Trials):
     def __init__(self, spec, data, tensors, metric, keeper, foldset: FoldSet):
         super().__init__(spec, data, tensors, metric, keeper)
         self.foldset = foldset
-        self.train = KFoldTrain(foldset)
+        self.foldsets = {data.numeric_preprocessing: foldset}  # one per numeric preprocessing, made on first use
+        self.train = KFoldTrain(foldset, foldset_of=self.foldset_of)
+
+    def foldset_of(self, member: Member) -> FoldSet:
+        """The folds of the member's numeric preprocessing, each fitted on its fold's training rows."""
+        data = self.data if member.data is None else self.variants.of(member.data)
+        if data.numeric_preprocessing not in self.foldsets:
+            self.foldsets[data.numeric_preprocessing] = make_foldset(data, self.foldset.k, self.spec.study.seed,
+                                                                     self.tensors.device)
+        return self.foldsets[data.numeric_preprocessing]
 
     def tell(self, study: optuna.Study, trial: optuna.Trial, member: Member, outcome: MemberOutcome,
              population: dict | None) -> optuna.trial.FrozenTrial:

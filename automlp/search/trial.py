@@ -292,7 +292,7 @@ class Trials:
             return study.tell(trial, state=TrialState.PRUNED)
         self.keeper.offer(trial.number, run)
         if self.spec.study.final == "ensemble":  # the validation outputs greedy selection draws on
-            out = predict(run.model, self.tensors.X_val).float().cpu().numpy()
+            out = predict(run.model, (member.data or self.tensors).X_val).float().cpu().numpy()  # its own inputs
             save_predictions(self.spec.study_dir, trial.number, out)
         return study.tell(trial, r.best_val_score)
 
