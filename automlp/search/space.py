@@ -107,9 +107,21 @@ def params_of(trial: optuna.trial.FrozenTrial) -> dict:
     return p
 
 
+# what makes a net plain (the plain stacked MLP and its kernel: no label smoothing there), and what a net of blocks
+# must share with its stack mates besides STRUCTURAL (automlp.engine.stack_key: widths and the BlockConfig)
+PLAIN_KEYS = ("embedding", "arch", "feature_scaling", "label_smoothing")
+BLOCK_KEYS = ("embedding", "d_embedding", "frequency_init_scale", "n_bins", "feature_scaling", "arch", "k_ensemble")
+
+
 def structural_params(trial_params: dict) -> dict:
-    """The trial params (Optuna's names) a stack mate must share, for `study.enqueue_trial`."""
-    return {name: trial_params[name] for name in STRUCTURAL if name in trial_params}
+    """The trial params (Optuna's names) a stack mate must share, for `study.enqueue_trial`: exactly what makes
+    the engine's stack key (tests/test_search_space.py), so a refill asked with them always fits its stack."""
+    out = {name: trial_params[name] for name in STRUCTURAL if name in trial_params}
+    plain = (trial_params.get("embedding", "none") == "none" and trial_params.get("arch", "mlp") == "mlp"
+             and not trial_params.get("feature_scaling", False))
+    names = PLAIN_KEYS if plain else BLOCK_KEYS + tuple(n for n in trial_params if n == "width" or
+                                                        n.startswith("width_"))
+    return out | {name: trial_params[name] for name in names if name in trial_params}
 
 
 def active_params(spec: Spec) -> dict[str, Param]:
