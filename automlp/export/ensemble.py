@@ -22,8 +22,6 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import json
-import os
-import shutil
 from pathlib import Path
 
 import torch
@@ -31,9 +29,10 @@ import torch
 from automlp.data import PreparedData
 from automlp.ensemble import EnsembleMember, EnsembleNet
 from automlp.errors import ExportError
-from automlp.export.load import sha256
-from automlp.export.write import METADATA, architecture, MODEL_FORMAT, ONNX, PREPROCESSING, TORCHSCRIPT, _onnx, _swap_in, \
-    _torchscript, check_preprocessing, preprocessing_state, storage_url, versions
+from automlp.export.write import (
+    METADATA, MODEL_FORMAT, architecture, check_preprocessing, preprocessing_state, staged_folder, storage_url,
+    versions, write_served,
+)
 from automlp.spec import Spec, dump_spec
 from automlp.storage import redact
 
@@ -76,30 +75,16 @@ def write_ensemble(out_dir: Path, members: list[EnsembleMember], data: PreparedD
     state["target"]["outputs"] = BLEND[data.task]
     nets = [copy.deepcopy(m.model).cpu().eval() for m in members]
     blend = EnsembleNet(nets, weights, data.task).eval()
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
     notes = list(notes or [])
-    try:
+    with staged_folder(out_dir) as tmp:
         for i, net in enumerate(nets):
             torch.save(net.state_dict(), tmp / member_file(i))
-        _torchscript(blend, tmp / TORCHSCRIPT)
-        note = _onnx(blend, data.n_features, tmp / ONNX)
-        if note:
-            notes.append(note)
-        (tmp / PREPROCESSING).write_text(json.dumps(state, indent=1) + "\n")
-        files = {p.name: sha256(p) for p in sorted(tmp.iterdir())}
+        files = write_served(tmp, blend, data.n_features, state, notes)
         listed = [{"file": member_file(i), "trial": m.trial, "fold": m.fold, "weight": w,
                    "architecture": architecture(m.mlp), **m.info} for i, (m, w) in enumerate(zip(members, weights))]
         meta = _metadata(data, spec, kind, listed, details or {}, scores, metric, rows or data.sizes(), notes,
                          state, files)
         (tmp / METADATA).write_text(json.dumps(meta, indent=2, default=str) + "\n")
-        _swap_in(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 

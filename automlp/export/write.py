@@ -7,6 +7,7 @@ half-written model where a good one was.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import datetime as dt
@@ -16,6 +17,7 @@ import os
 import platform
 import shutil
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -208,27 +210,41 @@ def write_model(out_dir: Path, run: TrialRun, data: PreparedData, spec: Spec, *,
     data = run.data_or(data)  # the preprocessing this model's trial chose
     state = preprocessing_state(data, spec.data.na_values)
     check_preprocessing(state, data)
+    with staged_folder(out_dir) as tmp:
+        model = copy.deepcopy(run.model).cpu().eval()
+        torch.save(model.state_dict(), tmp / STATE_DICT)
+        files = write_served(tmp, model, data.n_features, state, notes)
+        meta = _metadata(run, data, spec, trial, scores, metric, refit, notes, state, files)
+        (tmp / METADATA).write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    return out_dir
+
+
+@contextlib.contextmanager
+def staged_folder(out_dir: Path) -> Iterator[Path]:
+    """A folder written next to `out_dir`, swapped in with renames once the block completes; removed if it fails,
+    so a crash never leaves a half-written model where a good one was."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
     try:
-        model = copy.deepcopy(run.model).cpu().eval()
-        torch.save(model.state_dict(), tmp / STATE_DICT)
-        _torchscript(model, tmp / TORCHSCRIPT)
-        note = _onnx(model, data.n_features, tmp / ONNX)
-        if note:
-            notes.append(note)
-        (tmp / PREPROCESSING).write_text(json.dumps(state, indent=1) + "\n")
-        files = {p.name: sha256(p) for p in sorted(tmp.iterdir())}
-        meta = _metadata(run, data, spec, trial, scores, metric, refit, notes, state, files)
-        (tmp / METADATA).write_text(json.dumps(meta, indent=2, default=str) + "\n")
+        yield tmp
         _swap_in(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return out_dir
+
+
+def write_served(tmp: Path, module: torch.nn.Module, n_features: int, state: dict, notes: list[str]) -> dict:
+    """The served module as TorchScript (and ONNX where the extra is installed; else a note) and the
+    preprocessing as JSON; returns the SHA-256 of every file now in `tmp`, for metadata.json."""
+    _torchscript(module, tmp / TORCHSCRIPT)
+    note = _onnx(module, n_features, tmp / ONNX)
+    if note:
+        notes.append(note)
+    (tmp / PREPROCESSING).write_text(json.dumps(state, indent=1) + "\n")
+    return {p.name: sha256(p) for p in sorted(tmp.iterdir())}
 
 
 def _metadata(run, data, spec, trial, scores, metric, refit, notes, state, files) -> dict:
