@@ -139,11 +139,13 @@ def test_stop_ends_every_member_after_its_epoch_and_declines_refills(digits):
     assert (by_tag["late"].stop_reason, by_tag["late"].n_epochs) == ("interrupted", 0)
 
 
-def test_a_passed_deadline_prunes_the_members_with_a_note(digits):
+def test_a_passed_deadline_stops_the_members_after_their_epoch_with_a_note(digits):
     members = [Member(k, MLPConfig(64, 10, (16,), "relu"), tc(k, max_epochs=50)) for k in range(2)]
     outcomes = train_stack(members, digits, deadline=0.0)
-    assert [(o.result.stop_reason, o.result.n_epochs) for o in outcomes] == [("pruned", 1)] * 2
-    assert outcomes[0].result.notes == ["stopped after epoch 1: the search's timeout has passed"]
+    assert [(o.result.stop_reason, o.result.n_epochs, o.result.best_epoch) for o in outcomes] == \
+        [("timeout", 1, 1)] * 2
+    assert outcomes[0].result.notes == ["stopped after epoch 1: the search's timeout had passed; its best epoch so "
+                                        "far is kept"]
 
 
 def test_a_refill_must_fit_the_stack(digits):

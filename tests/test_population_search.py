@@ -123,3 +123,21 @@ def test_population_must_be_auto_or_a_positive_integer(tmp_path, cli):
     assert "training.population: must be auto or an integer in [1, 4096] (got 0); 1 trains one trial at a time" in (
         r.stderr
     )
+
+
+def test_a_stack_stops_at_the_timeout_and_its_members_keep_their_best_epoch(tmp_path):
+    # every member trained to the end used to overrun the timeout by a whole stack (3 s -> 77 s at K = 32)
+    d = spec_dict(tmp_path, population=8, n_trials=None)
+    d["space"].update(max_epochs=100000, dropout=0.0)
+    d["training"]["early_stopping"] = {"enabled": False}
+    d["study"].update(timeout=2, pruner="none")
+    spec = validate_spec_dict(d)
+    outcome = run_search(spec)
+    assert outcome.wall_s < 2 + 5  # the last epoch, telling, scoring the best model
+    trials = outcome.study.trials
+    assert trials and all(t.state == TrialState.COMPLETE for t in trials)
+    for t in trials:
+        assert t.user_attrs["stop_reason"] == "timeout"
+        assert t.user_attrs["n_epochs"] > 1
+        curve = t.user_attrs["curves"]["val_score"]
+        assert t.value == pytest.approx(curve[t.user_attrs["best_epoch"] - 1], rel=1e-4)  # its best epoch so far

@@ -87,7 +87,8 @@ def train_stack(members: Sequence[Member], data: TrainData, *, on_epoch: EpochCa
                 deadline: float | None = None) -> list[MemberOutcome]:
     """Train the members (and the refills `on_done` returns) together; returns every outcome in the order the
     members ended. `on_epoch(reports)` returns the tags to prune now. `stop`, when set, ends every member after its
-    current epoch (stop_reason "interrupted"); `deadline` (a time.time()) ends them as "pruned" with a note."""
+    current epoch (stop_reason "interrupted"); `deadline` (a time.time()) ends them after their current epoch with
+    stop_reason "timeout" and a note (their best epoch so far is their result, as early stopping would keep it)."""
     if not members:
         return []
     if len(members) == 1:
@@ -199,7 +200,7 @@ class _Run:
         if self.stop is not None and self.stop.is_set():
             return "interrupted", f"{after}: interrupted"
         if self.deadline is not None and time.time() >= self.deadline:
-            return "pruned", f"{after}: the search's timeout has passed"
+            return "timeout", f"{after}: the search's timeout had passed; its best epoch so far is kept"
         return None
 
     def _score(self, s: _Slot, out: np.ndarray) -> float:

@@ -70,7 +70,8 @@ def curve_finding(curves: dict, best_epoch: int, n_epochs: int, max_epochs: int,
     stop = {"early_stopping": f"early stopping fired at epoch {n_epochs} (patience {patience})",
             "max_epochs": f"training ran to the cap of {max_epochs} epochs",
             "pruned": f"the trial was pruned at epoch {n_epochs}",
-            "diverged": f"training diverged at epoch {n_epochs}"}.get(stop_reason, stop_reason)
+            "diverged": f"training diverged at epoch {n_epochs}",
+            "timeout": f"the study's timeout stopped it at epoch {n_epochs}"}.get(stop_reason, stop_reason)
     words = (f"validation loss bottomed out at epoch {low + 1} ({_f(val[low], 4)}); {stop}; "
              f"the weights of epoch {best_epoch} were kept")
     if len(val) > low + 1:
