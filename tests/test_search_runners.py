@@ -220,3 +220,21 @@ def test_two_workers_of_one_machine_share_the_budget_without_a_deadlock(tmp_path
     assert not any(t.is_alive() for t in threads), "a worker is stuck"
     states = _states(study)
     assert states.count(TrialState.COMPLETE) == 7 and TrialState.RUNNING not in states
+
+
+def test_population_auto_sizes_stacks_for_the_largest_net_of_the_space(monkeypatch):
+    import torch
+
+    from automlp.search.runners import population_size
+    from automlp.spec import validate_spec_dict
+
+    def k_for(**space):
+        spec = validate_spec_dict({"data": {"dataset": "sklearn:diabetes"}, "training": {"population": "auto"},
+                                   "space": {"depth": 3, "width": 512, "batch_size": 256, **space}})
+        return population_size(spec, 10, 1, torch.device("cuda"), n_numeric=10)
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (2 * 2**30, 16 * 2**30))
+    plain = k_for()
+    assert 30 < plain < 128  # memory-bound, under the GPU cap
+    assert k_for(arch=["mlp", "tabm"], k_ensemble=32) < plain / 4  # 32 internal members on every batch row
+    assert k_for(embedding=["none", "periodic"], d_embedding=64) < plain * 0.8  # 10 x 64 first-layer inputs

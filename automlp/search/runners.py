@@ -343,12 +343,18 @@ def _upper(param) -> float:
     return param.value if param.is_fixed else param.high
 
 
-def population_size(spec: Spec, n_inputs: int, n_outputs: int, device: torch.device) -> int:
-    """training.population, or for auto: as many members as the device runs well and its memory holds."""
+def population_size(spec: Spec, n_inputs: int, n_outputs: int, device: torch.device, n_numeric: int = 0) -> int:
+    """training.population, or for auto: as many members as the device runs well and its memory holds, sized for
+    the largest net the space holds: its widest embedding widens the first layer (`n_numeric` columns of
+    d_embedding each), and a TabM net runs its k_ensemble internal members over every batch row."""
     if spec.training.population != "auto":
         return int(spec.training.population)
     space = spec.space
     width, depth, batch = int(_upper(space.width)), int(_upper(space.depth)), int(_upper(space.batch_size))
+    if set(space.embedding.grid_values()) - {"none"}:
+        n_inputs += n_numeric * (int(_upper(space.d_embedding)) - 1)
+    if set(space.arch.grid_values()) - {"mlp"}:
+        batch *= int(_upper(space.k_ensemble))  # each row passes through every internal member
     n_params = count_params(MLPConfig(n_inputs, n_outputs, (width,) * depth))
     # params, grads, two optimizer moments, the best-epoch snapshot; activations of a batch kept for backward
     per_member = 4 * (6 * n_params + 4 * batch * (width * depth + n_outputs))
@@ -363,6 +369,7 @@ def population_size(spec: Spec, n_inputs: int, n_outputs: int, device: torch.dev
 def make_runner(trials: Trials) -> StackRunner:
     """The runner training.population asks for: a stack of one, or of K trials."""
     data = trials.data
-    size = population_size(trials.spec, data.n_features, data.n_outputs, trials.tensors.device)
+    size = population_size(trials.spec, data.n_features, data.n_outputs, trials.tensors.device,
+                           len(data.numeric_columns))
     train = getattr(trials, "train", None)  # k-fold trials train as their folds (automlp.search.kfold)
     return StackRunner(trials, size, train=train) if train is not None else StackRunner(trials, size)
