@@ -21,6 +21,7 @@ import optuna
 from optuna.trial import TrialState
 
 PREDICTIONS_DIR = "predictions"
+ENSEMBLE_CANDIDATES = 20  # the top trials greedy ensemble selection draws from (each may enter several times)
 
 
 def best_val_loss(t: optuna.trial.FrozenTrial) -> float:

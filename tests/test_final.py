@@ -146,6 +146,23 @@ def test_an_ensemble_takes_members_of_the_winners_numeric_preprocessing_only(tmp
 
 
 @pytest.mark.slow
+def test_an_ensemble_of_a_population_ships_the_very_models_whose_validation_outputs_were_scored(tmp_path):
+    # stack members replay only up to their batch order (a refill saw the shared order from the middle): the
+    # search keeps the top trials' models instead, so the members chosen on validation outputs are those models
+    d = _spec(tmp_path, "ensemble", dataset="sklearn:diabetes", n_trials=12,
+              space=dict(SPACE, dropout={"low": 0.1, "high": 0.3}))
+    d["training"]["population"] = 4  # dropout's draws in a stack depend on the stack: a replay differs
+    spec = validate_spec_dict(d)
+    outcome = run_search(spec)
+    final, data = outcome.final, outcome.data
+    assert final.kind == "ensemble" and len({m.trial for m in final.members}) > 1, final.members
+    for m in final.members:
+        with torch.no_grad():
+            out = m.model.eval()(torch.as_tensor(data.X_val)).numpy()
+        assert np.allclose(out, load_predictions(spec.study_dir, m.trial), atol=1e-5), m.trial
+
+
+@pytest.mark.slow
 def test_bag_trains_the_winner_on_every_fold_behind_one_preprocessing(tmp_path):
     spec, outcome, folder = _search(tmp_path, "bag", dataset="sklearn:diabetes", n_trials=3)
     f = outcome.summary["final"]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -27,14 +28,12 @@ from automlp.data import PreparedData, TrainData, refit_preprocessing, to_tensor
 from automlp.engine import TrainConfig, predict
 from automlp.ensemble import EnsembleMember, blend, select_ensemble
 from automlp.folds import fold_indices, use_kfold
-from automlp.heldout import PREDICTIONS_DIR, load_predictions, rank_trials
+from automlp.heldout import ENSEMBLE_CANDIDATES, PREDICTIONS_DIR, load_predictions, rank_trials
 from automlp.metrics import get_metric, score_all
 from automlp.model import MLPConfig
 from automlp.search.space import configs_from_params, params_of
 from automlp.search.trial import TrialRecord, TrialRun, replay, run_config, split_scores
 from automlp.spec import Spec
-
-ENSEMBLE_CANDIDATES = 20  # the top trials greedy selection draws from (each may enter several times)
 
 
 # --------------------------------------------------------------------------- the final model
@@ -142,7 +141,7 @@ def _kfold(spec: Spec, data: PreparedData) -> bool:
 
 
 def _ensemble(ranked: list, best_run: TrialRun, data: PreparedData, tensors: TrainData, spec: Spec,
-              metric: str) -> FinalModel:
+              metric: str, kept: Callable | None = None) -> FinalModel:
     """Greedy selection on the held-out outputs the trials kept: validation (holdout studies) or out-of-fold
     (k-fold studies, whose members are then bags of their fold models behind one preprocessing)."""
     device, kfold = tensors.device, _kfold(spec, data)
@@ -168,7 +167,9 @@ def _ensemble(ranked: list, best_run: TrialRun, data: PreparedData, tensors: Tra
             bag, shared, _ = bag_members(t.number, net, config, own, device, spec.study.folds, spec.study.seed)
             members += [dataclasses.replace(m, weight=sel.weights[i] * m.weight) for m in bag]
             continue
-        run = best_run if t.number == ranked[0].number else replay(t, spec, data, tensors, metric)
+        # the model this process kept (the one whose validation outputs were scored), else replayed from its seed
+        run = best_run if t.number == ranked[0].number else (kept and kept(t)) or replay(t, spec, data, tensors,
+                                                                                         metric)
         members.append(EnsembleMember(run.model.cpu(), run.mlp, sel.weights[i], t.number, None,
                                       {"seed": run.config.seed}))
     splits = {"train": (shared.X_train, shared.y_train), "test": (shared.X_test, shared.y_test)}
@@ -193,8 +194,9 @@ def _ensemble(ranked: list, best_run: TrialRun, data: PreparedData, tensors: Tra
 
 
 def build_final(spec: Spec, study: optuna.Study, data: PreparedData, tensors: TrainData, metric: str,
-                best_run: TrialRun | None) -> FinalModel | None:
-    """The model `study.final` asks for, from the finished study (None when no trial finished)."""
+                best_run: TrialRun | None, kept: Callable | None = None) -> FinalModel | None:
+    """The model `study.final` asks for, from the finished study (None when no trial finished). `kept(trial)`:
+    the model this process kept of a trial (a TrialRun), or None; an ensemble replays the others."""
     ranked = rank_trials(study, get_metric(metric).direction)
     if best_run is None or not ranked:
         return None
@@ -208,7 +210,7 @@ def build_final(spec: Spec, study: optuna.Study, data: PreparedData, tensors: Tr
     if kind == "bag":
         return _bag(winner, best_run, own, spec, device)
     if kind == "ensemble":
-        return _ensemble(ranked, best_run, data, tensors, spec, metric)
+        return _ensemble(ranked, best_run, data, tensors, spec, metric, kept)
     note = {"note": f"study.validation: k-fold; the shipped model is trial {winner}'s configuration trained on the "
                     "search's training split and early-stopped on its validation split"} if _kfold(spec, data) else {}
     return _single("best", winner, best_run, data, split_scores(best_run, data, device), info=note)

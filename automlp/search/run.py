@@ -15,7 +15,7 @@ import torch
 from automlp.portfolio import enqueue_portfolio
 from automlp.data import PreparedData, TrainData, prepare_data, resolve_device, to_tensors
 from automlp.folds import use_kfold
-from automlp.heldout import rank_trials
+from automlp.heldout import ENSEMBLE_CANDIDATES, rank_trials
 from automlp.metrics import get_metric
 from automlp.retry import outage_notes, storage_notes
 from automlp.search.budget import trial_budget
@@ -137,14 +137,17 @@ def run_search(spec: Spec, progress: Callable[[Progress], None] | None = None,
     best_run = score_best(study, spec, trials)
     from automlp.search.final import build_final  # it builds on the rest of this package
 
-    final = build_final(spec, study, data, tensors, metric, best_run)
+    final = build_final(spec, study, data, tensors, metric, best_run, kept=trials.best_run)
     return SearchOutcome(study, data, metric, best_run, notes, interrupted, time.perf_counter() - start, device,
                          final=final)
 
 
 def make_trials(spec: Spec, data: PreparedData, tensors: TrainData, metric: str) -> Trials:
     """Holdout trials, or k-fold trials (study.validation) whose folds are prepared here, once per process."""
-    keeper = BestKeeper(get_metric(metric).direction)
+    # an ensemble draws on the top trials: keep their models, so it needs no retraining (and uses the very models
+    # whose validation outputs were scored); otherwise the best one
+    keep = ENSEMBLE_CANDIDATES if spec.study.final == "ensemble" else 1
+    keeper = BestKeeper(get_metric(metric).direction, keep)
     n_fit = len(data.y_train) + len(data.y_val)
     if not use_kfold(spec.study.validation, n_fit):
         return Trials(spec, data, tensors, metric, keeper)

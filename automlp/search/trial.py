@@ -215,26 +215,37 @@ class Reporter:
 
 
 class BestKeeper:
-    """Keeps the best model trained in this process (on the host), so the final test scoring needs no retraining."""
+    """Keeps the best `keep` models trained in this process (on the host, ordered as `heldout.rank_trials` orders
+    trials: value, then validation loss, then number), so the final test scoring, and an ensemble of the top
+    trials, need no retraining: the kept models are the very ones whose validation outputs were scored."""
 
-    def __init__(self, direction: str):
-        self.direction = direction
-        self.number: int | None = None
-        self.value = -math.inf if direction == "maximize" else math.inf
-        self.loss = math.inf
-        self.state: dict | None = None
-        self.mlp: MLPConfig | None = None
+    def __init__(self, direction: str, keep: int = 1):
+        self.direction, self.keep = direction, keep
+        self.kept: list[tuple[tuple, int, dict, MLPConfig]] = []  # (rank key, number, state, config), best first
 
     def offer(self, number: int, run: TrialRun) -> None:
         v, loss = run.result.best_val_score, run.result.best_val_loss
-        better = (v > self.value) if self.direction == "maximize" else (v < self.value)
-        if better or (v == self.value and loss < self.loss):  # a tie goes to the lower validation loss
-            self.number, self.value, self.loss, self.mlp = number, v, loss, run.mlp
-            self.state = {k: t.detach().to("cpu", copy=True) for k, t in run.model.state_dict().items()}
+        if not math.isfinite(v):
+            return
+        key = (-v if self.direction == "maximize" else v, loss if math.isfinite(loss) else math.inf, number)
+        if len(self.kept) >= self.keep and key >= self.kept[-1][0]:
+            return
+        state = {k: t.detach().to("cpu", copy=True) for k, t in run.model.state_dict().items()}
+        self.kept = sorted([*self.kept, (key, number, state, run.mlp)], key=lambda e: e[0])[: self.keep]
 
-    def model(self) -> torch.nn.Module:
-        model = build_mlp(self.mlp)
-        model.load_state_dict(self.state)
+    @property
+    def number(self) -> int | None:
+        """The best trial's number (None before any)."""
+        return self.kept[0][1] if self.kept else None
+
+    def has(self, number: int) -> bool:
+        return any(e[1] == number for e in self.kept)
+
+    def model(self, number: int | None = None) -> torch.nn.Module:
+        """The kept model of trial `number` (default: the best)."""
+        _, _, state, mlp = next(e for e in self.kept if number is None or e[1] == number)
+        model = build_mlp(mlp)
+        model.load_state_dict(state)
         return model
 
 
@@ -304,14 +315,15 @@ class Trials:
                         val_metrics_of(model, outcome.result, data, tensors), None if data is self.data else data)
 
     def best_run(self, trial: optuna.trial.FrozenTrial) -> TrialRun | None:
-        """The kept model of `trial` (the study's best) as a TrialRun, or None when another process trained it."""
-        if self.keeper.number != trial.number or self.keeper.state is None:
+        """The kept model of `trial` (the study's best, or one of the top trials the keeper holds) as a TrialRun,
+        or None when this process did not keep it (another process trained it, or it ranks too low)."""
+        if not self.keeper.has(trial.number):
             return None
         record = TrialRecord.read(trial)
         params = params_of(trial)
         data = self.variants.prepared(params.get("numeric_preprocessing", self.data.numeric_preprocessing))
         mlp, tc = configs_from_params(params, self.spec, data, self.metric, record.seed)
-        model = self.keeper.model().to(self.tensors.device)
+        model = self.keeper.model(trial.number).to(self.tensors.device)
         return TrialRun(model, mlp, tc, record.result(trial.value), record.val_metrics,
                         None if data is self.data else data)
 
