@@ -115,6 +115,9 @@ def test_ensemble_is_selected_on_validation_predictions_and_exported_as_one_fold
     r = CliRunner().invoke(app, ["export", str(spec.study_dir), "--final", "bag", "--trial", "0"])
     assert r.exit_code == 2 and r.stderr.startswith("error: --final: a final model is built from the study"), \
         r.stderr
+    r = CliRunner().invoke(app, ["export", str(spec.study_dir), "--final", "stack"])
+    assert r.exit_code == 2 and r.stderr == ("error: --final: unknown final model 'stack'; use one of best, refit, "
+                                             "bag, ensemble\n"), r.stderr
 
 
 @pytest.mark.slow
