@@ -17,7 +17,7 @@ The entries (Optuna parameter names; what an entry leaves out, the sampler choos
 
 Each entry is clipped to the user's space: a number outside a range takes the nearest bound, a number not among
 the choices the nearest choice, a fixed parameter its value; an entry whose category (arch, embedding, optimizer,
-...) the space does not admit is skipped, with a note.
+...) the space does not admit is skipped (with a note when the spec set `study.portfolio: true` itself).
 """
 
 from __future__ import annotations
@@ -114,7 +114,9 @@ def portfolio_params(spec: Spec, metric: str | None, n_train: int | None = None
 
 
 def enqueue_portfolio(study: optuna.Study, spec: Spec, metric: str | None, n_train: int | None = None) -> list[str]:
-    """Put the portfolio at the head of a new study's queue (a resumed study already has it). Returns notes."""
+    """Put the portfolio at the head of a new study's queue (a resumed study already has it). Returns notes: what
+    was skipped or left out, when the spec asked for the portfolio itself (by default, with a space of its own,
+    the entries it does not admit are skipped quietly: the user chose that space)."""
     if not spec.study.portfolio or study.get_trials(deepcopy=False):
         return []
     entries, notes = portfolio_params(spec, metric, n_train)
@@ -124,6 +126,8 @@ def enqueue_portfolio(study: optuna.Study, spec: Spec, metric: str | None, n_tra
                      f"{len(entries)} portfolio entries ({', '.join(name for name, _ in entries[n_trials:])} "
                      "left out)")
         entries = entries[:n_trials]
+    if "portfolio" not in spec.study.model_fields_set:
+        notes = []
     for name, params in entries:
         study.enqueue_trial(params, user_attrs={"portfolio": name})
     return notes

@@ -102,7 +102,9 @@ def test_pipeline_with_column_transformer_inside_cross_val_score(tmp_path, monke
                                                   training={"threads": 1}, device="cpu", random_state=0))
     folds = KFold(3, shuffle=True, random_state=0)  # the file is sorted by model year
     scores = cross_val_score(model, X, y, cv=folds, scoring="r2")
-    assert scores.shape == (3,) and scores.min() > 0.7  # a broken pipeline scores near 0 or below
+    # a broken pipeline scores near 0 or below; two trials (the portfolio's first two entries, on 260 rows) score
+    # 0.60-0.83 here
+    assert scores.shape == (3,) and scores.min() > 0.5
     import optuna
 
     names = [s.study_name for s in optuna.get_all_study_summaries(open_storage(url))]
@@ -144,6 +146,8 @@ def test_ctrl_c_in_fit_raises_and_the_stored_study_resumes(tmp_path):
         est.fit(X, y)
     assert not hasattr(est, "predictor_")
     (summary,) = optuna.get_all_study_summaries(open_storage(url))
-    assert summary.n_trials == 1  # the finished trial is kept
+    done = [t for t in optuna.load_study(study_name=summary.study_name, storage=open_storage(url)).trials
+            if t.state.is_finished()]
+    assert len(done) == 1  # the finished trial is kept (portfolio entries not yet run stay queued, WAITING)
     est.set_params(progress=None).fit(X, y)  # the same rows and spec: the same study, resumed
     assert len(est.study_.trials) == 3 and est.study_.study_name == summary.study_name

@@ -26,6 +26,7 @@ from automlp.spec import validate_spec_dict
 from conftest import write_spec
 
 SPACE = {"depth": [1, 2], "width": {"low": 4, "high": 32, "log": True}, "optimizer": "adam",
+         "numeric_preprocessing": "standard",  # one preprocessing: every top trial is an ensemble candidate
          "lr": {"low": 1e-3, "high": 3e-2, "log": True}, "batch_size": 16, "max_epochs": 25}
 
 

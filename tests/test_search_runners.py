@@ -24,6 +24,7 @@ class FakeMember:
     depth: int
     seed: int
     batch_seed: int | None = None
+    data: object = None  # rows of its own (None: the stack's)
 
 
 class FakeTrials:
@@ -229,8 +230,9 @@ def test_population_auto_sizes_stacks_for_the_largest_net_of_the_space(monkeypat
     from automlp.spec import validate_spec_dict
 
     def k_for(**space):
+        plain = {"embedding": "none", "arch": "mlp"}
         spec = validate_spec_dict({"data": {"dataset": "sklearn:diabetes"}, "training": {"population": "auto"},
-                                   "space": {"depth": 3, "width": 512, "batch_size": 256, **space}})
+                                   "space": {"depth": 3, "width": 512, "batch_size": 256, **plain, **space}})
         return population_size(spec, 10, 1, torch.device("cuda"), n_numeric=10)
 
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (2 * 2**30, 16 * 2**30))

@@ -41,8 +41,15 @@ def test_valid_spec_loads_with_defaults(tmp_path):
     assert spec.study.name == "iris"  # from the file name
     assert spec.space.activation.choices == ("relu", "tanh")
     assert spec.space.lr.log and spec.space.lr.low == 0.0001
-    assert spec.space.optimizer.value == "adam"  # default, fixed
     assert spec.training.early_stopping.patience == 10
+    # what the spec leaves out comes from the default space: the blocks and the portfolio (README, "Beyond the
+    # plain MLP": chosen by bench/quality.py)
+    assert spec.space.optimizer.choices == ("adam", "adamw")
+    assert spec.space.embedding.choices == ("none", "periodic", "piecewise_linear")
+    assert spec.space.arch.choices == ("mlp", "tabm_mini")
+    assert spec.space.numeric_preprocessing.choices == ("standard", "quantile", "robust_clip")
+    assert (spec.space.dropout.low, spec.space.dropout.high) == (0.0, 0.3)
+    assert spec.study.portfolio and spec.study.final == "ensemble"
 
 
 @pytest.mark.parametrize("example", sorted((REPO / "search_spaces").glob("*.yaml")), ids=lambda p: p.stem)

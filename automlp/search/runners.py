@@ -206,10 +206,15 @@ class _Session:
         self.members[member.tag] = member
         return member
 
-    def _population(self) -> dict | None:
+    def _population(self, member: Member) -> dict | None:
+        """What replay needs of a stack member: the stack size and the seed of the batch order it drew (the stack's
+        shared one; its own seed's when it trained on rows of its own, as the engine does for another numeric
+        preprocessing's data)."""
         if not self.shared:
             return None
-        return {"size": self.size, "batch_seed": self.trials.stack_seed(self.leader)}
+        own = member.batch_seed if member.batch_seed is not None else (
+            member.config.seed if member.data is not None else None)
+        return {"size": self.size, "batch_seed": self.trials.stack_seed(self.leader) if own is None else own}
 
     def _structural(self, trial: optuna.Trial) -> dict:
         return structural_params(trial.params)
@@ -221,7 +226,7 @@ class _Session:
         trial, member = self.asked[outcome.tag], self.members.pop(outcome.tag)
         try:
             self.guards[outcome.tag].check()
-            frozen = self.trials.tell(self.study, trial, member, outcome, self._population())
+            frozen = self.trials.tell(self.study, trial, member, outcome, self._population(member))
         except TrialLost:  # failed and retried by another worker during an outage: not told, not counted
             self._forget(outcome.tag)
             return self._refill(trial)

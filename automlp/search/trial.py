@@ -150,7 +150,7 @@ def run_config(mlp: MLPConfig, tc: TrainConfig, data: PreparedData, tensors: Tra
 
     [outcome] = train_stack([Member(0, mlp, tc, batch_seed=batch_seed)], tensors,
                             on_epoch=each if on_epoch is not None else None)
-    model = outcome.model.to(tensors.device)  # the engine hands models back on the host
+    model = outcome.model.to(tensors.device).eval()  # the engine hands models back on the host, for inference
     return TrialRun(model, mlp, tc, outcome.result, val_metrics_of(model, outcome.result, data, tensors))
 
 
@@ -246,7 +246,7 @@ class BestKeeper:
         _, _, state, mlp = next(e for e in self.kept if number is None or e[1] == number)
         model = build_mlp(mlp)
         model.load_state_dict(state)
-        return model
+        return model.eval()
 
 
 @dataclass
@@ -308,7 +308,7 @@ class Trials:
         return study.tell(trial, r.best_val_score)
 
     def run_of(self, member: Member, outcome: MemberOutcome) -> TrialRun:
-        model = outcome.model.to(self.tensors.device)  # the engine hands models back on the host
+        model = outcome.model.to(self.tensors.device).eval()  # the engine hands models back on the host
         tensors = member.data or self.tensors
         data = self.data if member.data is None else self.variants.of(member.data)
         return TrialRun(model, member.net, member.config, outcome.result,

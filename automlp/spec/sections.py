@@ -99,14 +99,15 @@ class SpaceSpec(_Section):
     width: Any = Field({"low": 16, "high": 256, "log": True}, description="Units per hidden layer")
     width_mode: Literal["shared", "per_layer"] = Field(
         "shared", description="shared: one width for all layers; per_layer: width_0..width_{depth-1} sampled apart")
-    activation: Any = Field("relu", description="identity, logistic (sigmoid), tanh, relu, leaky_relu, gelu, silu")
-    optimizer: Any = Field("adam", description="adam, adamw, sgd, lbfgs")
+    activation: Any = Field(["relu", "silu"],
+                            description="identity, logistic (sigmoid), tanh, relu, leaky_relu, gelu, silu")
+    optimizer: Any = Field(["adam", "adamw"], description="adam, adamw, sgd, lbfgs")
     lr: Any = Field({"low": 1e-4, "high": 3e-2, "log": True}, description="Learning rate (learning_rate_init)")
     alpha: Any = Field({"low": 1e-6, "high": 1e-2, "log": True}, description="L2 penalty / weight decay")
     batch_size: Any = Field([32, 64, 128], description="Mini-batch size (ignored by lbfgs: full batch)")
-    dropout: Any = Field(0.0, description="Dropout rate after each hidden layer, in [0, 1)")
+    dropout: Any = Field({"low": 0.0, "high": 0.3}, description="Dropout rate after each hidden layer, in [0, 1)")
     lr_schedule: Any = Field(
-        "constant",
+        ["constant", "cosine", "coslog4"],
         description="Learning-rate multiplier per epoch: constant; invscaling; adaptive (reduce on plateau); cosine "
                     "(to 0 at max_epochs); warmup_cosine (linear warm-up over the first 5% of max_epochs, then "
                     "cosine); flat_cosine (flat for half of max_epochs, then cosine); coslog4 (RealMLP's: 4 cosine "
@@ -116,11 +117,11 @@ class SpaceSpec(_Section):
     nesterov: Any = Field(True, description="SGD Nesterov momentum; sampled only when optimizer is sgd")
     power_t: Any = Field(0.5, description="Exponent of invscaling; sampled only with lr_schedule invscaling")
     numeric_preprocessing: Any = Field(
-        "standard",
+        ["standard", "quantile", "robust_clip"],
         description="Scaling of numeric columns, fitted on the training rows: standard ((x - mean) / std), quantile "
                     "(to a normal distribution), robust_clip (RealMLP's (x - median) / IQR and smooth clipping to "
                     "+-3). Each choice prepares the data once")
-    embedding: Any = Field("none",
+    embedding: Any = Field(["none", "periodic", "piecewise_linear"],
                            description="Embedding of each numeric column: none, periodic (PLR), piecewise_linear "
                                        "(quantile bins of the training rows)")
     d_embedding: Any = Field(16, description="Size of each numeric column's embedding; sampled only with an embedding")
@@ -128,14 +129,14 @@ class SpaceSpec(_Section):
         {"low": 0.01, "high": 1.0, "log": True},
         description="periodic: std of the initial frequencies; small values are safe, large ones can be terrible")
     n_bins: Any = Field(16, description="piecewise_linear: most quantile bins per numeric column")
-    feature_scaling: Any = Field(False, description="A trained per-input scale in front of the first layer")
-    arch: Any = Field("mlp",
+    feature_scaling: Any = Field([False, True], description="A trained per-input scale in front of the first layer")
+    arch: Any = Field(["mlp", "tabm_mini"],
                       description="mlp; tabm_mini (TabM-mini: k_ensemble members sharing all layers but an input "
                                   "adapter each); tabm (BatchEnsemble adapters on every layer). TabM trains on the "
                                   "mean of its members' losses and predicts their mean")
     k_ensemble: Any = Field(8, description="Members of a tabm / tabm_mini net (32 in the paper; 8 keeps a CPU epoch "
                                            "about 8x a plain MLP's); sampled only with those archs")
-    beta2: Any = Field(0.999,
+    beta2: Any = Field({"low": 0.9, "high": 0.999},
                        description="Adam/AdamW second-moment decay (RealMLP: 0.95); sampled only with adam/adamw")
     label_smoothing: Any = Field(0.0,
                                  description="Classification label smoothing; sampled only for accuracy, "
@@ -212,7 +213,7 @@ class StudySpec(_Section):
     n_trials: int | None = Field(50, ge=1, description="Trials to finish (study-wide); null for no limit")
     timeout: float | None = Field(None, gt=0, description="Wall-clock budget of the search in seconds")
     seed: int = Field(0, ge=0, description="Seed of the sampler, the splits and each trial's training")
-    portfolio: bool = Field(False, description="Start the study with a few proven configurations (RealMLP-like, "
+    portfolio: bool = Field(True, description="Start the study with a few proven configurations (RealMLP-like, "
                                               "TabM-mini + piecewise-linear, a plain MLP), each clipped to the space; "
                                               "see automlp.portfolio")
     sampler: SamplerSpec = Field(default_factory=SamplerSpec)
@@ -224,7 +225,7 @@ class StudySpec(_Section):
         "5000 rows, else holdout")
     folds: int = Field(5, ge=2, le=20, description="Folds of a k-fold trial (study.validation: kfold or auto)")
     final: Literal[FINAL_MODELS] = Field(
-        "best", description="The model shipped at the end of the search: the best trial's model (best); its "
+        "ensemble", description="The model shipped at the end of the search: the best trial's model (best); its "
                             "configuration retrained on train+validation (refit); its fold models averaged (bag); "
                             "a weighted ensemble of the top trials chosen greedily on held-out predictions "
                             "(ensemble)")
