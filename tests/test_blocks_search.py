@@ -45,7 +45,7 @@ def study(request, tmp_path_factory) -> tuple[Path, dict]:
             "space": {"depth": 1, "width": 16, "max_epochs": 4, "k_ensemble": 3, "d_embedding": 4,
                       "optimizer": "adamw", **BLOCKS[request.param]},
             "training": {"threads": 1},
-            "study": {"name": "mpg", "n_trials": 1, "metric": "r2", "portfolio": False},
+            "study": {"name": "mpg", "n_trials": 1, "metric": "r2", "portfolio": False, "final": "best"},
             "output": {"dir": str(root / "studies")}}
     path = write_spec(root / "mpg.yaml", spec)
     r = CliRunner().invoke(app, ["search", str(path), "-q", "--no-report"])

@@ -45,7 +45,8 @@ def _spec(name: str, data: dict, space: dict, out: Path, metric: str) -> dict:
     plain = {"numeric_preprocessing": "standard", "embedding": "none", "arch": "mlp", "feature_scaling": False}
     return {"data": data, "space": {"depth": 1, "batch_size": 32, **plain, **space},
             "training": {"threads": 1, "early_stopping": {"patience": 5}},
-            "study": {"name": name, "n_trials": 2, "seed": 1, "metric": metric, "portfolio": False},
+            "study": {"name": name, "n_trials": 2, "seed": 1, "metric": metric, "portfolio": False,
+                      "final": "best"},  # the single network's folder (tests/test_export_ensemble.py: ensembles)
             "output": {"dir": str(out)}}
 
 

@@ -241,8 +241,9 @@ class KFoldTrials(Trials):
             return study.tell(trial, state=optuna.trial.TrialState.FAIL)
         if r.stop_reason in ("pruned", "diverged"):
             return study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        frozen = study.tell(trial, r.best_val_score)  # first: a full disk below must not lose the finished trial
         save_predictions(self.spec.study_dir, trial.number, oof, rows="oof")
-        return study.tell(trial, r.best_val_score)
+        return frozen
 
     def best_run(self, trial: optuna.trial.FrozenTrial) -> TrialRun | None:
         return None  # fold models take the folds' features: the best trial is replayed on the search's split

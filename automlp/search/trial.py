@@ -302,10 +302,11 @@ class Trials:
         if r.stop_reason in ("pruned", "diverged"):
             return study.tell(trial, state=TrialState.PRUNED)
         self.keeper.offer(trial.number, run)
+        frozen = study.tell(trial, r.best_val_score)  # first: a full disk below must not lose the finished trial
         if self.spec.study.final == "ensemble":  # the validation outputs greedy selection draws on
             out = predict(run.model, (member.data or self.tensors).X_val).float().cpu().numpy()  # its own inputs
             save_predictions(self.spec.study_dir, trial.number, out)
-        return study.tell(trial, r.best_val_score)
+        return frozen
 
     def run_of(self, member: Member, outcome: MemberOutcome) -> TrialRun:
         model = outcome.model.to(self.tensors.device).eval()  # the engine hands models back on the host
