@@ -1,7 +1,7 @@
 """Population training throughput: member-epochs/s of K stacked MLPs against one-at-a-time training.
 
     python bench/population.py [--quick] [--device cpu|cuda] [--out bench/results/population.json]
-    python bench/population.py --e2e [--budget-s 60] [--examples auto_mpg breast_cancer] [--threads N]
+    python bench/population.py --e2e [--budget-s 60] [--examples auto_mpg breast_cancer] [--threads N] [--plain]
                                                           # whole searches: population 1 vs auto, same budget
 
 Rows (all measured in the same run, medians of repeats): the machine's fp32 matmul rate (the ceiling), a plain
@@ -288,6 +288,10 @@ def side_measurements(X, y, n_out, device, reps, min_s, rows, name):
           f"{t_compact * 1e3:.2f} ms/epoch (x{t_masked / t_compact:.2f})")  # fmt: skip
 
 
+PLAIN = {"optimizer": "adam", "activation": "relu", "dropout": 0.0, "lr_schedule": "constant", "beta2": 0.999,
+         "numeric_preprocessing": "standard", "embedding": "none", "feature_scaling": False, "arch": "mlp"}
+
+
 def run_e2e(args):
     """Each example spec (search_spaces/<name>.yaml; default auto_mpg, 398 rows, r2, and breast_cancer, 569 rows,
     roc_auc) with the same seed and wall-clock budget, run with each training.population; finished trials and the
@@ -309,6 +313,9 @@ def run_e2e(args):
         base = yaml.safe_load((repo / "search_spaces" / f"{example}.yaml").read_text())
         if "path" in base["data"]:
             base["data"]["path"] = str(repo / "search_spaces" / base["data"]["path"])
+        base["study"]["validation"] = args.validation  # the example may ask for k-fold trials
+        if args.plain:  # the plain MLP (the hand-written kernel), not the default space's blocks
+            base["space"] = {**PLAIN, **base.get("space", {})}  # the example's own choices stay
         metric = base["study"].get("metric", "score")
         rows = []
         print(f"\n# end-to-end: search_spaces/{example}.yaml, study seed 0, timeout {args.budget_s:g} s each, "
@@ -359,6 +366,8 @@ def main():
     ap.add_argument("--examples", nargs="+", default=["auto_mpg", "breast_cancer"],
                     help="--e2e: example specs in search_spaces/")
     ap.add_argument("--threads", type=int, help="--e2e: training.threads of each search")
+    ap.add_argument("--validation", default="holdout", help="--e2e: study.validation of each search")
+    ap.add_argument("--plain", action="store_true", help="--e2e: fix the space to the plain MLP")
     args = ap.parse_args()
     start = time.perf_counter()
     if args.e2e:
