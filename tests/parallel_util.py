@@ -23,16 +23,19 @@ MYSQL_URL = "mysql+pymysql://root@127.0.0.1:3306/test"
 
 def write_spec(folder: Path, name: str, n_trials: int, epochs: int = 2, batch_size: int = 128,
                storage: str | None = None, **study) -> Path:
-    """Iris, one hidden layer, a few epochs, random sampler, no pruner: a trial is tens of milliseconds
-    (raise `epochs` and lower `batch_size` for trials that last a second or so)."""
+    """Iris, one hidden layer of a plain MLP, a few epochs, random sampler, no pruner, no portfolio: a trial is tens
+    of milliseconds (raise `epochs` and lower `batch_size` for trials that last a second or so), and every trial
+    that finishes is COMPLETE (the default space's blocks can diverge at lr 0.1: PRUNED)."""
+    plain = {"dropout": 0.0, "lr_schedule": "constant", "beta2": 0.999, "numeric_preprocessing": "standard",
+             "embedding": "none", "feature_scaling": False, "arch": "mlp"}
     spec = {
         "data": {"dataset": "sklearn:iris", "test_size": 0.2, "split_seed": 0},
         "space": {"depth": 1, "width": {"low": 4, "high": 16}, "activation": "relu", "optimizer": "adam",
                   "lr": {"low": 1e-3, "high": 1e-1, "log": True}, "alpha": 1e-4, "batch_size": batch_size,
-                  "max_epochs": epochs},
+                  "max_epochs": epochs, **plain},
         "training": {"early_stopping": {"enabled": False}, "device": "cpu", "threads": 1},
         "study": {"name": name, "n_trials": n_trials, "sampler": "random", "pruner": "none", "seed": 0,
-                  **study},
+                  "portfolio": False, **study},
         "output": {"dir": str(folder / "studies")},
     }
     if storage:
