@@ -189,8 +189,10 @@ class LivenessRDBStorage(RDBStorage):
             self._announced.add(trial_id)
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
-        grace = self.grace_period or 2 * (self.heartbeat_interval or 60)
-        return sorted(set(super()._get_stale_trial_ids(study_id)) | set(_stale_ids(self, study_id, None, grace)))
+        # not the rule for trials that never beat (liveness._stale_ids' unstarted_grace): with it, the network
+        # namespace test failed in 2 of 2 full CI-style runs here (a live host's trials judged stale), for a cause
+        # not yet found; a RUNNING trial without a heartbeat row stays as Optuna leaves it
+        return sorted(set(super()._get_stale_trial_ids(study_id)) | set(_stale_ids(self, study_id, None)))
 
 
 def fail_stale_trials(study: optuna.Study) -> None:
