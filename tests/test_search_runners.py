@@ -26,6 +26,10 @@ class FakeMember:
     batch_seed: int | None = None
     data: object = None  # rows of its own (None: the stack's)
 
+    @property
+    def own_order_seed(self) -> int | None:
+        return self.batch_seed
+
 
 class FakeTrials:
     """Trials of a two-parameter space; a member's key is its depth; its value is its depth."""

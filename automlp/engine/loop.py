@@ -44,6 +44,14 @@ class Member:
     data: TrainData | None = None  # its own rows (a fold's train/val tensors); None: the stack's shared data
     batch_seed: int | None = None  # its own batch order; None: the stack's shared order (the fast case)
 
+    @property
+    def own_order_seed(self) -> int | None:
+        """The seed of the batch order it draws alone (its batch_seed; its config's seed when it has rows of its
+        own); None when it takes the stack's shared order."""
+        if self.batch_seed is not None:
+            return self.batch_seed
+        return self.config.seed if self.data is not None else None
+
 
 @dataclass
 class EpochReport:
@@ -133,10 +141,8 @@ class _Run:
 
     def _slot(self, m: Member) -> _Slot:
         data = m.data or self.data
-        gen = None
-        if m.batch_seed is not None or m.data is not None:
-            seed = m.batch_seed if m.batch_seed is not None else m.config.seed
-            gen = torch.Generator(device=data.device).manual_seed(seed)
+        seed = m.own_order_seed
+        gen = None if seed is None else torch.Generator(device=data.device).manual_seed(seed)
         minimize = get_metric(m.config.metric).direction == "minimize"
         return _Slot(m, data, Ledger(m.config, minimize), gen)
 

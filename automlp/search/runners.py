@@ -212,8 +212,7 @@ class _Session:
         preprocessing's data)."""
         if not self.shared:
             return None
-        own = member.batch_seed if member.batch_seed is not None else (
-            member.config.seed if member.data is not None else None)
+        own = member.own_order_seed  # the engine's rule (automlp.engine.loop)
         return {"size": self.size, "batch_seed": self.trials.stack_seed(self.leader) if own is None else own}
 
     def _structural(self, trial: optuna.Trial) -> dict:
