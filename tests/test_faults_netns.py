@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import time
 
@@ -87,21 +88,55 @@ def _running_by(url, name, pid):
     return None
 
 
+def _why_not(url, workers) -> str:
+    """What the workers and the study were doing when host 1 never ran a trial: their stacks (SIGABRT with
+    PYTHONFAULTHANDLER=1), their output, the trials, and the processes of the machine."""
+    try:
+        trials = describe(trials_of("netns", url))
+    except Exception as e:  # the study may not exist: say so
+        trials = f"(no trials: {type(e).__name__}: {e})"
+    out = []
+    for i, p in workers.items():
+        alive = p.poll() is None
+        if alive:
+            p.send_signal(signal.SIGABRT)
+        try:
+            o, e = p.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            o, e = p.communicate()
+        out.append(f"--- host {i} (pid {p.pid}, {'was running' if alive else f'had exited with {p.returncode}'})"
+                   f"\nstdout:\n{o[-3000:]}\nstderr:\n{e[-8000:]}")
+    ps = subprocess.run(["ps", "-eo", "pid,ppid,pcpu,etimes,args", "--sort=-pcpu"], capture_output=True,
+                        text=True).stdout
+    return "host 1 never ran a trial\n--- trials\n" + trials + "\n" + "\n".join(out) + "\n--- ps\n" + ps[:6000]
+
+
 def test_a_host_that_loses_the_network_mid_trial_is_retried_elsewhere_and_its_late_writes_change_nothing(
         tmp_path, net):
     hosts, pg = net
     url = pg.socket_url
-    spec = write_spec(tmp_path, "netns", n_trials=6, epochs=40, batch_size=8, heartbeat_interval=1,
+    # trials of a few seconds: the cut must find host 1's trial still running (at 40 epochs a trial took 0.3 s)
+    spec = write_spec(tmp_path, "netns", n_trials=6, epochs=300, batch_size=8, heartbeat_interval=1,
                       grace_period=GRACE_S, storage_patience=300)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    workers = {i: subprocess.Popen(["ip", "netns", "exec", ns, AUTOMLP, "worker", str(spec), "--storage",
-                                    f"postgresql://postgres@10.140.{i}.1:{pg.port}/postgres"], cwd=tmp_path, env=env,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-               for i, ns in hosts.hosts.items()}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1"}
+
+    def worker(i: int) -> subprocess.Popen:
+        return subprocess.Popen(["ip", "netns", "exec", hosts.hosts[i], AUTOMLP, "worker", str(spec), "--storage",
+                                 f"postgresql://postgres@10.140.{i}.1:{pg.port}/postgres"], cwd=tmp_path, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    # host 1 starts alone and host 2 once host 1's link is cut: started together, host 2 could run all 6 trials
+    # before host 1 had started one (it happened in a CI run, under load), and the test waited for nothing
+    workers = {1: worker(1)}
     try:
-        lost = wait_until(lambda: _running_by(url, "netns", workers[1].pid), 180, "host 1 to run a trial")
+        try:
+            lost = wait_until(lambda: _running_by(url, "netns", workers[1].pid), 180, "host 1 to run a trial")
+        except AssertionError:
+            raise AssertionError(_why_not(url, workers)) from None
         hosts.cut(1)
         cut_at = time.time()
+        workers[2] = worker(2)
         wait_until(lambda: states(trials_of("netns", url)).get("COMPLETE", 0) >= 6, 240, "host 2 to finish")
         trials = trials_of("netns", url)
         by_number = {t.number: t for t in trials}

@@ -69,12 +69,12 @@ def test_a_retried_trial_is_not_judged_by_the_heartbeat_it_inherited(tmp_path):
     assert study.get_trials()[1].state == TrialState.RUNNING
 
 
-@pytest.mark.parametrize("scheme", ["journal"])  # the RDB storages: not yet (automlp/storage.py says why)
+@pytest.mark.parametrize("scheme", ["journal", "sqlite"])
 def test_a_trial_whose_storage_went_away_before_its_first_heartbeat_is_failed_after_the_grace_period(tmp_path,
                                                                                                     scheme):
     # It has no heartbeat and no worker record: without this rule it stayed RUNNING for ever, and a rerun with
     # n_trials waited for its slot
-    url = f"journal:///{tmp_path}/s.journal"
+    url = f"journal:///{tmp_path}/s.journal" if scheme == "journal" else f"sqlite:///{tmp_path}/s.db"
     study = optuna.create_study(study_name="s", storage=open_storage(url, heartbeat_interval=1, grace_period=2))
     study.ask().suggest_float("x", 0, 1)
     fail_stale_trials(study)
