@@ -85,6 +85,7 @@ class ProgressLine:
         self.metric = metric
         self.tty = sys.stderr.isatty()
         self.last = 0.0
+        self.waiting = False  # a storage outage has been said
 
     def __call__(self, p) -> None:
         from automlp.progress import progress_text
@@ -101,11 +102,16 @@ class ProgressLine:
             typer.echo(line, err=True)
 
     def storage_wait(self, seconds: float | None) -> None:
-        """Called by the storage's retry layer (`retry.watch`) on every retry; None when it answers again."""
+        """Called by the storage's retry layer (`retry.watch`) while it retries (each attempt, and each second
+        between); None when it answers again. An outage of a second or more is said at once, whenever the last
+        progress line was; then a line every 2 s at most in logs."""
         now = time.monotonic()
-        if seconds is None or (not self.tty and now - self.last < 2.0):
+        if seconds is None:
+            self.waiting = False
             return
-        self.last = now
+        if seconds < 1.0 or (self.waiting and not self.tty and now - self.last < 2.0):
+            return
+        self.waiting, self.last = True, now
         line = f"storage unreachable, retrying ({seconds:.0f} s)"
         typer.echo("\r" + line.ljust(78) if self.tty else line, err=True, nl=not self.tty)
 

@@ -223,7 +223,13 @@ class RetryingStorage(BaseStorage, BaseHeartbeat):
         _tell_watchers(None)
 
     def _sleep(self, delay: float) -> None:
-        time.sleep(random.uniform(0, delay))  # full jitter: workers that lost the server together spread out
+        """Full jitter (workers that lost the server together spread out), told to the watchers each second, so
+        a console shows the wait while it lasts, not only at the attempts (up to MAX_DELAY_S apart)."""
+        end = time.monotonic() + random.uniform(0, delay)
+        while (left := end - time.monotonic()) > 0:
+            time.sleep(min(left, 1.0))
+            if self.unreachable_s is not None:
+                _tell_watchers(self.unreachable_s)
 
     def _flush(self) -> None:
         if not self._pending:

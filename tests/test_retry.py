@@ -125,6 +125,25 @@ def test_a_short_outage_is_ridden_out_and_training_goes_on_meanwhile():
     assert any(s is not None and s >= 0 for s in seen) and seen[-1] is None  # the CLI's line, then "back"
 
 
+def test_the_watchers_hear_of_an_outage_each_second_while_it_lasts_not_only_at_the_attempts():
+    # attempts are up to 5 s apart (backoff with jitter); the console's line must not wait for the next one
+    inner = FlakyStorage()
+    _, storage = _study(inner)
+    heard = []
+    unwatch = watch(lambda s: heard.append((time.monotonic(), s)))
+    inner.down.set()
+    threading.Timer(2.5, inner.down.clear).start()
+    try:
+        t0 = time.monotonic()
+        storage.get_all_studies()
+    finally:
+        unwatch()
+    assert heard[-1][1] is None and time.monotonic() - t0 >= 2.5
+    times = [t0] + [t for t, s in heard[:-1]]
+    assert max(b - a for a, b in zip(times, times[1:])) < 1.3, heard
+    assert max(s for _, s in heard[:-1]) >= 2.0, heard
+
+
 def test_past_the_patience_the_trial_stops_with_one_message_and_stays_running():
     inner = FlakyStorage()
     study, storage = _study(inner, patience=0.5)
