@@ -10,6 +10,7 @@ import time
 import pytest
 from optuna.trial import TrialState
 
+from automlp.search.trial import SKIPPED
 from fault_util import OwnPostgres, wait_until
 from parallel_util import describe, finish, start, states, trials_of, write_spec
 
@@ -72,6 +73,9 @@ def test_an_outage_longer_than_the_patience_stops_with_one_line_and_the_rerun_co
     trials = trials_of("outage", pg.url)
     n2 = states(trials)
     assert n2["COMPLETE"] == 6 and "RUNNING" not in n2 and "WAITING" not in n2, describe(trials)
-    assert n2.get("FAIL", 0) == n["RUNNING"], describe(trials)  # each trial of the stopped run failed once...
+    # each trial of the stopped run failed once... (besides, a trial asked as the budget filled up elsewhere is FAIL
+    # untrained, with a note: the two workers of the rerun can ask at once)
+    failed = [t for t in trials if t.state == TrialState.FAIL and SKIPPED not in t.user_attrs]
+    assert len(failed) == n["RUNNING"], describe(trials)
     retried = [t for t in trials if "failed_trial" in t.system_attrs]
     assert len(retried) == n["RUNNING"] and all(t.state == TrialState.COMPLETE for t in retried)  # ...and retried
