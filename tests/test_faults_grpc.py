@@ -34,7 +34,7 @@ def test_two_workers_through_the_grpc_proxy_ride_out_its_restart(tmp_path):
     port = free_port()
     url = f"grpc://127.0.0.1:{port}"
     server = _proxy(tmp_path / "proxied.db", port)
-    spec = write_spec(tmp_path, "grpc", n_trials=8, epochs=40, batch_size=8, storage=url, heartbeat_interval=1,
+    spec = write_spec(tmp_path, "grpc", n_trials=8, epochs=100, batch_size=8, storage=url, heartbeat_interval=1,
                       grace_period=30, storage_patience=60)
     try:
         proc = start("search", str(spec), "--workers", "2", "--no-report", "--no-export", cwd=tmp_path)
