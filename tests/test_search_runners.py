@@ -227,6 +227,33 @@ def test_two_workers_of_one_machine_share_the_budget_without_a_deadlock(tmp_path
     assert states.count(TrialState.COMPLETE) == 7 and TrialState.RUNNING not in states
 
 
+def test_a_look_for_room_fails_stale_trials_under_the_machines_lock(tmp_path, monkeypatch):
+    """Failing a stale trial and queueing its retry are two writes: a worker of this machine that checked between
+    them saw a free slot, which the retry then took, and its own new trial was skipped (a CI-style run)."""
+    import fcntl
+    import os
+
+    from automlp.search import budget as budget_module
+
+    lock, held = tmp_path / ".budget.lock", []
+
+    def fail_stale(study):  # is the machine's lock held (by another open file) while stale trials are failed?
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            held.append(False)
+        except BlockingIOError:
+            held.append(True)
+        finally:
+            os.close(fd)
+
+    monkeypatch.setattr(budget_module, "fail_stale_trials", fail_stale)
+    study = optuna.create_study(storage=optuna.storages.InMemoryStorage())
+    assert TrialBudget(3, lock).wait_for_room(study, threading.Event(), None) == 3
+    assert held == [True]
+
+
 def test_population_auto_sizes_stacks_for_the_largest_net_of_the_space(monkeypatch):
     import torch
 

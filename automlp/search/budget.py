@@ -4,7 +4,8 @@ Before asking for trials, a runner waits until the finished, running and queued 
 is spent). Two workers may still see the same last slot at once; after its trial exists, each counts the finished
 trials plus the running or queued trials numbered below its own, and only the worker that fits trains (the other
 trial is failed with a skip note in its record and never trained). Workers of one machine take a file lock around
-"check, then create", so locally that never happens. Stale trials (their worker died) are failed and queued for
+every look (which also fails stale trials and queues their retries) and around "check, then create", so locally
+that never happens. Stale trials (their worker died) are failed and queued for
 retry on every look; a queued retry may always start.
 """
 
@@ -43,7 +44,11 @@ class TrialBudget:
         """Block until at least one trial may start, then return how many may; 0 when the budget is spent,
         the deadline (a time.time()) passed or stop is set."""
         while not stop.is_set() and (deadline is None or time.time() < deadline):
-            room = self._look(study)
+            # one look under the machine's lock: failing a stale trial and queueing its retry are two writes, and
+            # another worker of this machine that checked between them saw a free slot that the retry then took
+            # (its own trial was skipped: a CI-style run's rerun)
+            with self.local_lock():
+                room = self._look(study)
             if room is None or room > 0:
                 return room or 0
             stop.wait(self.poll_s)
