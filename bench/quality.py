@@ -2,7 +2,8 @@
 
     python bench/quality.py [--budget 120] [--small-budget 60] [--sets adult,california,...] [--code DIR]
                             [--space default|blocks] [--final best|refit|bag|ensemble] [--validation holdout|kfold]
-                            [--threads N] [--label before] [--workdir /tmp/automlp-quality]
+                            [--threads N] [--set space.batch_size=[128,256]] [--label before]
+                            [--workdir /tmp/automlp-quality]
 
 For each set: `automlp search` runs in its own process on a spec holding only `data` (the default space) with
 `study.timeout` = the budget and no trial limit (Auto MPG: the example's split and its budget of 30 trials, capped
@@ -12,7 +13,9 @@ split is 80/20 with seed 0 for the public sets and sklearn's bundled ones; Auto 
 (`search_spaces/auto_mpg.yaml`: 80/20, seed 3). Scores: accuracy (classification) or R2 (regression).
 
 `--space blocks` gives every spec the README's "Beyond the plain MLP" space and `study.portfolio: true`; `--final` and `--validation` set `study.final`
-and `study.validation`; `--threads` sets `training.threads` (two labels may then run side by side, one core each).
+and `study.validation`; `--threads` sets `training.threads` (two labels may then run side by side, one core each);
+`--set PATH=VALUE` (repeatable) sets any field of every spec, VALUE read as YAML, to try a change of the space or
+the study against the same baselines before it becomes a default.
 `--code DIR` runs another checkout's automlp (its package on PYTHONPATH), so the "before" row of today's main and
 the "after" row of a branch come from one script. Prints one table and writes bench/results/quality-<label>.json.
 The public sets are read from /work/shared/data (or --data-dir). Times are wall-clock on a shared machine.
@@ -83,6 +86,18 @@ def spec_for(name: str, data_dir: Path, budget: float, space: str = "default", f
     if threads:
         spec["training"] = {"threads": threads}
     return spec
+
+
+def set_field(spec: dict, item: str) -> None:
+    """`space.batch_size=[128,256]`: the dotted path's field of `spec` set to the YAML value."""
+    path, sep, raw = item.partition("=")
+    if not sep or not path:
+        raise SystemExit(f"--set {item!r}: expected PATH=VALUE, e.g. space.batch_size=[128,256,512]")
+    *parents, leaf = path.split(".")
+    node = spec
+    for key in parents:
+        node = node.setdefault(key, {})
+    node[leaf] = yaml.safe_load(raw)
 
 
 def run_automlp(spec: dict, workdir: Path, code: Path) -> dict:
@@ -156,6 +171,8 @@ def main() -> None:
     ap.add_argument("--final", choices=["best", "refit", "bag", "ensemble"])
     ap.add_argument("--validation", choices=["holdout", "kfold", "auto"])
     ap.add_argument("--threads", type=int)
+    ap.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
+                    help="a spec field for every set, e.g. space.batch_size=[128,256,512] (VALUE is YAML)")
     ap.add_argument("--label", default="after")
     ap.add_argument("--data-dir", type=Path, default=Path("/work/shared/data"))
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/automlp-quality"))
@@ -164,6 +181,8 @@ def main() -> None:
     for name in args.sets.split(","):
         budget = args.budget if name in PUBLIC else args.small_budget
         spec = spec_for(name, args.data_dir, budget, args.space, args.final, args.validation, args.threads)
+        for item in args.set:
+            set_field(spec, item)
         row = {"set": name, "metric": spec["study"]["metric"], "budget_s": budget, "label": args.label,
                "automlp": run_automlp(spec, args.workdir / args.label, args.code.resolve())}
         row |= run_sklearn(spec, args.code.resolve())
