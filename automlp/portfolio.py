@@ -26,7 +26,7 @@ import math
 
 import optuna
 
-from automlp.spec import LABEL_SMOOTHING_METRICS, Param, Spec
+from automlp.spec import LABEL_SMOOTHING_METRICS, PLAIN_MLP, Param, Spec
 
 PORTFOLIO: dict[str, dict] = {
     "realmlp": {"depth": 3, "width": 256, "activation": "silu", "optimizer": "adamw", "lr": 0.04, "alpha": 0.02,
@@ -37,9 +37,7 @@ PORTFOLIO: dict[str, dict] = {
                       "alpha": 3e-4, "beta2": 0.999, "batch_size": 256, "dropout": 0.1, "lr_schedule": "constant",
                       "numeric_preprocessing": "quantile", "embedding": "piecewise_linear", "n_bins": 16,
                       "feature_scaling": False, "arch": "tabm_mini", "label_smoothing": 0.0},
-    "mlp": {"depth": 1, "width": 100, "activation": "relu", "optimizer": "adam", "lr": 0.001, "alpha": 1e-4,
-            "beta2": 0.999, "batch_size": 200, "dropout": 0.0, "lr_schedule": "constant",
-            "numeric_preprocessing": "standard", "embedding": "none", "feature_scaling": False, "arch": "mlp",
+    "mlp": {**PLAIN_MLP, "depth": 1, "width": 100, "lr": 0.001, "alpha": 1e-4, "batch_size": 200,
             "label_smoothing": 0.0},
 }
 

@@ -190,9 +190,7 @@ class LivenessRDBStorage(RDBStorage):
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
         # and a trial that never beat (created as the storage went away, so Optuna, which judges trials by their
-        # heartbeat rows, never fails it and a rerun waits for its slot): stale once older than the grace period.
-        # (This rule was off for a while, blamed for the network-namespace test's failures in full runs; their
-        # cause was that test's own race, host 2 running every trial before host 1 started one, now gone.)
+        # heartbeat rows, never fails it and a rerun waits for its slot): stale once older than the grace period
         grace = self.grace_period if self.grace_period is not None else 2 * self.heartbeat_interval
         return sorted(set(super()._get_stale_trial_ids(study_id)) | set(_stale_ids(self, study_id, None, grace)))
 

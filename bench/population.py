@@ -33,6 +33,7 @@ from automlp.engine.config import member_losses  # noqa: E402
 from automlp.engine.optim import StackedOptimizer  # noqa: E402
 from automlp.engine.stack import StackStepper  # noqa: E402
 from automlp.model import MLPConfig  # noqa: E402
+from automlp.spec import PLAIN_MLP  # noqa: E402
 
 WIDTHS = (128, 128)
 BATCH = 128
@@ -288,10 +289,6 @@ def side_measurements(X, y, n_out, device, reps, min_s, rows, name):
           f"{t_compact * 1e3:.2f} ms/epoch (x{t_masked / t_compact:.2f})")  # fmt: skip
 
 
-PLAIN = {"optimizer": "adam", "activation": "relu", "dropout": 0.0, "lr_schedule": "constant", "beta2": 0.999,
-         "numeric_preprocessing": "standard", "embedding": "none", "feature_scaling": False, "arch": "mlp"}
-
-
 def run_e2e(args):
     """Each example spec (search_spaces/<name>.yaml; default auto_mpg, 398 rows, r2, and breast_cancer, 569 rows,
     roc_auc) with the same seed and wall-clock budget, run with each training.population; finished trials and the
@@ -315,7 +312,7 @@ def run_e2e(args):
             base["data"]["path"] = str(repo / "search_spaces" / base["data"]["path"])
         base["study"]["validation"] = args.validation  # the example may ask for k-fold trials
         if args.plain:  # the plain MLP (the hand-written kernel), not the default space's blocks
-            base["space"] = {**PLAIN, **base.get("space", {})}  # the example's own choices stay
+            base["space"] = {**PLAIN_MLP, **base.get("space", {})}  # the example's own choices stay
         metric = base["study"].get("metric", "score")
         rows = []
         print(f"\n# end-to-end: search_spaces/{example}.yaml, study seed 0, timeout {args.budget_s:g} s each, "

@@ -16,6 +16,8 @@ import optuna
 import pytest
 import yaml
 
+from automlp.spec import PLAIN_MLP
+
 AUTOMLP = str(Path(sys.executable).with_name("automlp"))
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 MYSQL_URL = "mysql+pymysql://root@127.0.0.1:3306/test"
@@ -26,13 +28,10 @@ def write_spec(folder: Path, name: str, n_trials: int, epochs: int = 2, batch_si
     """Iris, one hidden layer of a plain MLP, a few epochs, random sampler, no pruner, no portfolio: a trial is tens
     of milliseconds (raise `epochs` and lower `batch_size` for trials that last a second or so), and every trial
     that finishes is COMPLETE (the default space's blocks can diverge at lr 0.1: PRUNED)."""
-    plain = {"dropout": 0.0, "lr_schedule": "constant", "beta2": 0.999, "numeric_preprocessing": "standard",
-             "embedding": "none", "feature_scaling": False, "arch": "mlp"}
     spec = {
         "data": {"dataset": "sklearn:iris", "test_size": 0.2, "split_seed": 0},
-        "space": {"depth": 1, "width": {"low": 4, "high": 16}, "activation": "relu", "optimizer": "adam",
-                  "lr": {"low": 1e-3, "high": 1e-1, "log": True}, "alpha": 1e-4, "batch_size": batch_size,
-                  "max_epochs": epochs, **plain},
+        "space": {"depth": 1, "width": {"low": 4, "high": 16}, "lr": {"low": 1e-3, "high": 1e-1, "log": True}, "alpha": 1e-4, "batch_size": batch_size,
+                  "max_epochs": epochs, **PLAIN_MLP},
         "training": {"early_stopping": {"enabled": False}, "device": "cpu", "threads": 1},
         "study": {"name": name, "n_trials": n_trials, "sampler": "random", "pruner": "none", "seed": 0,
                   "portfolio": False, **study},

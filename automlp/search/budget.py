@@ -44,9 +44,8 @@ class TrialBudget:
         """Block until at least one trial may start, then return how many may; 0 when the budget is spent,
         the deadline (a time.time()) passed or stop is set."""
         while not stop.is_set() and (deadline is None or time.time() < deadline):
-            # one look under the machine's lock: failing a stale trial and queueing its retry are two writes, and
-            # another worker of this machine that checked between them saw a free slot that the retry then took
-            # (its own trial was skipped: a CI-style run's rerun)
+            # under the machine's lock: failing a stale trial and queueing its retry are two writes, and a worker of
+            # this machine that looked between them would see a slot that the retry then takes
             with self.local_lock():
                 room = self._look(study)
             if room is None or room > 0:

@@ -16,7 +16,7 @@ from automlp.spec.load import (
 )
 from automlp.spec.params import (
     ACTIVATION_ALIASES, ACTIVATIONS, ARCHS, EMBEDDINGS, LABEL_SMOOTHING_METRICS, LR_SCHEDULES, MAX_DEPTH, MAX_WIDTH,
-    NUMERIC_PREPROCESSING, OPTIMIZER_ALIASES, OPTIMIZERS, PARAM_RULES, Param, parse_param,
+    NUMERIC_PREPROCESSING, OPTIMIZER_ALIASES, OPTIMIZERS, PARAM_RULES, PLAIN_MLP, Param, parse_param,
 )
 from automlp.spec.sections import (
     CLASSIFICATION_METRICS, FINAL_MODELS, MAX_WEIGHTS, METRIC_DIRECTIONS, REGRESSION_METRICS, SKLEARN_DATASETS, STORAGE_SCHEMES,
@@ -27,7 +27,7 @@ from automlp.spec.sections import (
 __all__ = [
     "ACTIVATIONS", "ACTIVATION_ALIASES", "ARCHS", "CLASSIFICATION_METRICS", "EMBEDDINGS", "FINAL_MODELS", "LABEL_SMOOTHING_METRICS",
     "LR_SCHEDULES", "MAX_DEPTH", "MAX_WEIGHTS", "NUMERIC_PREPROCESSING",
-    "MAX_WIDTH", "METRIC_DIRECTIONS", "OPTIMIZERS", "OPTIMIZER_ALIASES", "PARAM_RULES", "REGRESSION_METRICS",
+    "MAX_WIDTH", "METRIC_DIRECTIONS", "OPTIMIZERS", "OPTIMIZER_ALIASES", "PARAM_RULES", "PLAIN_MLP", "REGRESSION_METRICS",
     "SKLEARN_DATASETS", "STORAGE_SCHEMES", "DataSpec", "EarlyStoppingSpec", "OutputSpec", "Param", "PrunerSpec",
     "ReportSpec", "SamplerSpec", "SpaceSpec", "Spec", "StudySpec", "TrainingSpec", "apply_overrides",
     "check_metric_fits", "check_storage_url", "climbs_out", "dump_spec", "load_spec", "parse_param",

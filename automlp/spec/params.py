@@ -15,6 +15,10 @@ from automlp.registry import (ACTIVATION_ALIASES, ACTIVATIONS, ARCHS, EMBEDDINGS
 # label smoothing helps accuracy-type metrics and hurts probability-quality ones (RealMLP's ablation): it is
 # sampled only when the study's metric is one of these
 LABEL_SMOOTHING_METRICS = ("accuracy", "balanced_accuracy", "f1_macro")
+# the space's blocks fixed off: the plain MLP of earlier versions (3-20x faster per trial on a CPU: the hand-written
+# kernel), as the README tells users to write it; the portfolio's `mlp` entry, benchmarks and quick tests use it
+PLAIN_MLP = {"optimizer": "adam", "activation": "relu", "dropout": 0.0, "lr_schedule": "constant", "beta2": 0.999,
+             "numeric_preprocessing": "standard", "embedding": "none", "feature_scaling": False, "arch": "mlp"}
 
 MAX_WIDTH = 16384
 MAX_DEPTH = 32
